@@ -1,0 +1,55 @@
+"""dosna: N-dimensional arrays stored as independent chunks in object stores.
+
+>>> import dosna as dn, numpy as np
+>>> dn.use(backend='ram', engine='cpu')
+>>> with dn.connection('example') as con:
+...     ds = con.create_dataset('data', data=np.arange(24.).reshape(2, 3, 4), chunk_size=2)
+...     ds[1, :, ::3].tolist()
+[[12.0, 15.0], [16.0, 19.0], [20.0, 23.0]]
+"""
+
+from __future__ import annotations
+
+from .connection import Connection, connection
+from .dataset import Attributes, DataChunk, Dataset
+from .errors import (
+    BackendUnavailableError,
+    ChunkCorruptError,
+    ConnectionClosedError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DosnaError,
+    InvalidNameError,
+    MetadataCorruptError,
+    UnknownBackendError,
+    UnknownEngineError,
+)
+from .metadata import auto_chunk_size
+from .registry import available, register_backend, register_engine, status, use
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attributes",
+    "BackendUnavailableError",
+    "ChunkCorruptError",
+    "Connection",
+    "ConnectionClosedError",
+    "DataChunk",
+    "Dataset",
+    "DatasetExistsError",
+    "DatasetNotFoundError",
+    "DosnaError",
+    "InvalidNameError",
+    "MetadataCorruptError",
+    "UnknownBackendError",
+    "UnknownEngineError",
+    "__version__",
+    "auto_chunk_size",
+    "available",
+    "connection",
+    "register_backend",
+    "register_engine",
+    "status",
+    "use",
+]

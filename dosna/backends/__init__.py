@@ -1,0 +1,1 @@
+"""Backends: where chunks are stored (see :mod:`dosna.backends.base`)."""

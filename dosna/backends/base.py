@@ -1,0 +1,138 @@
+"""The small interface every storage backend implements.
+
+A backend stores, for one connection, a JSON metadata document per dataset and
+one object per chunk. It knows nothing about slicing beyond
+:meth:`Backend.read_chunk_part`, whose default applies the selection to a whole
+chunk; backends that can read part of a stored chunk cheaply override it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..indexing import ChunkSel, read_selection
+from ..metadata import DatasetMeta
+
+__all__ = ["Backend", "chunk_key", "parse_chunk_key"]
+
+
+def chunk_key(idx: tuple[int, ...]) -> str:
+    """The name of chunk ``idx`` inside its dataset: ``"3.0.12"`` (``"0"`` for 0-d)."""
+    return ".".join(map(str, idx)) if idx else "0"
+
+
+def parse_chunk_key(key: str, ndim: int) -> tuple[int, ...] | None:
+    """Inverse of :func:`chunk_key`; None if ``key`` names no chunk of an ``ndim``-d dataset."""
+    parts = key.split(".")
+    if ndim == 0:
+        return () if key == "0" else None
+    if len(parts) != ndim or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
+
+
+class Backend(ABC):
+    """Storage for one connection: dataset metadata documents and chunks.
+
+    Parameters
+    ----------
+    name : str
+        The connection name (a directory, pool or bucket, depending on the backend).
+    **options
+        Backend-specific options, documented on each subclass.
+
+    Notes
+    -----
+    Chunk arrays passed to :meth:`write_chunk` have the chunk's valid shape
+    (``meta.chunk_shape(idx)``) and the dataset's dtype. Arrays returned by
+    :meth:`read_chunk` may be read-only views: callers copy before modifying.
+    """
+
+    #: Name under which the backend is registered.
+    name: ClassVar[str] = ""
+    #: Whether separate processes share what this backend stores.
+    shared_between_processes: ClassVar[bool] = True
+
+    def __init__(self, name: str, **options: Any) -> None:
+        self.connection_name = name
+
+    # -- lifecycle ---------------------------------------------------------
+    def connect(self) -> None:
+        """Open whatever the backend needs (called by ``Connection.connect``)."""
+
+    def disconnect(self) -> None:
+        """Release resources (called by ``Connection.disconnect``)."""
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for messages and ``repr``."""
+        return self.connection_name
+
+    # -- datasets ----------------------------------------------------------
+    @abstractmethod
+    def list_datasets(self) -> list[str]:
+        """Names of the datasets stored on this connection, sorted."""
+
+    @abstractmethod
+    def read_meta(self, dataset: str) -> bytes | None:
+        """The metadata document of ``dataset``, or None if it does not exist."""
+
+    @abstractmethod
+    def create_meta(self, dataset: str, data: bytes) -> None:
+        """Store a new dataset's metadata; raise DatasetExistsError if it exists."""
+
+    @abstractmethod
+    def update_meta(self, dataset: str, data: bytes) -> None:
+        """Replace an existing dataset's metadata atomically."""
+
+    @abstractmethod
+    def delete_dataset(self, dataset: str) -> None:
+        """Remove a dataset's metadata and all its chunks; raise DatasetNotFoundError."""
+
+    def meta_location(self, dataset: str) -> str:
+        """Where ``dataset``'s metadata is stored, for error messages."""
+        return f"{self.location}/{dataset}"
+
+    # -- chunks ------------------------------------------------------------
+    @abstractmethod
+    def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
+        """The whole chunk ``idx`` (valid shape), or None if it was never written."""
+
+    def read_chunk_part(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> np.ndarray | None:
+        """``chunk[sel]`` in the canonical layout, or None if the chunk is missing."""
+        data = self.read_chunk(meta, idx)
+        return None if data is None else read_selection(data, sel)
+
+    @abstractmethod
+    def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
+        """Store the whole chunk ``idx`` atomically: readers see the old or the new data."""
+
+    @abstractmethod
+    def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
+        """Whether chunk ``idx`` has been written."""
+
+    @abstractmethod
+    def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
+        """Remove chunk ``idx`` if it exists (it then reads as the fill value)."""
+
+    @abstractmethod
+    def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
+        """Indices of the chunks that have been written."""
+
+    def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
+        """Where chunk ``idx`` is stored, for error messages."""
+        return f"{self.meta_location(meta.name)}/{chunk_key(idx)}"
+
+    def check_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> np.ndarray:
+        """Return ``data`` as a C-contiguous chunk of the right shape and dtype."""
+        shape = meta.chunk_shape(idx)
+        if data.shape != shape:
+            raise ValueError(f"chunk {idx} has shape {shape}, got data of shape {data.shape}")
+        return np.asarray(data, dtype=meta.dtype, order="C")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.location!r}>"

@@ -1,0 +1,268 @@
+"""Connections: a named place (directory, pool, bucket) that holds datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import registry
+from .dataset import Dataset
+from .errors import (
+    ConnectionClosedError,
+    DatasetNotFoundError,
+    MetadataCorruptError,
+)
+from .metadata import DatasetMeta, normalize_shape, validate_name
+
+__all__ = ["Connection", "connection"]
+
+
+class Connection:
+    """A connection to a store of datasets.
+
+    Parameters
+    ----------
+    name : str
+        What to connect to: a directory name (``hdf5``), a pool (``ceph``), a
+        bucket (``s3``) or a label (``ram``).
+    backend : str, optional
+        Backend for this connection; default: the one chosen with :func:`dosna.use`.
+    engine : str, optional
+        Engine for this connection; default: the one chosen with :func:`dosna.use`.
+    engine_kw : dict, optional
+        Engine options (e.g. ``{'njobs': 4}``); default: those given to :func:`dosna.use`.
+    **options
+        Backend options, e.g. ``directory='/data'`` for ``hdf5``.
+
+    Examples
+    --------
+    >>> import dosna as dn, numpy as np
+    >>> with dn.Connection('demo', backend='ram') as con:
+    ...     ds = con.create_dataset('x', data=np.arange(10), chunk_size=4)
+    ...     int(ds[-1])
+    9
+    """
+
+    def __init__(
+        self,
+        name: str,
+        backend: str | None = None,
+        engine: str | None = None,
+        engine_kw: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        self.name = validate_name(name, "connection")
+        default_backend, default_engine, default_kw = registry.selected()
+        backend_cls = registry.get_backend_class(backend or default_backend)
+        engine_cls = registry.get_engine_class(engine or default_engine)
+        if engine_kw is None:
+            same_engine = engine is None or engine_cls is registry.get_engine_class(default_engine)
+            engine_kw = default_kw if same_engine else {}
+        self.backend = backend_cls(name, **options)
+        self.engine = engine_cls(**engine_kw)
+        self.connected = False
+
+    # -- lifecycle -----------------------------------------------------------
+    def connect(self) -> Connection:
+        """Connect (idempotent) and return the connection itself."""
+        if not self.connected:
+            self.engine.check_backend(self.backend)
+            self.backend.connect()
+            self.connected = True
+        return self
+
+    def disconnect(self) -> None:
+        """Disconnect (idempotent); datasets opened from it stop working."""
+        if self.connected:
+            self.connected = False
+            self.backend.disconnect()
+
+    def __enter__(self) -> Connection:
+        return self.connect()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.disconnect()
+
+    def _check(self) -> None:
+        if not self.connected:
+            raise ConnectionClosedError(
+                f"connection {self.name!r} is not connected: call connect() or use it in a with block"
+            )
+
+    # -- MPI-style attributes (meaningful with the mpi engine) ---------------
+    @property
+    def mpi_rank(self) -> int:
+        return self.engine.rank
+
+    @property
+    def mpi_size(self) -> int:
+        return self.engine.size
+
+    @property
+    def mpi_is_root(self) -> bool:
+        return self.engine.is_root
+
+    @property
+    def mpi_comm(self) -> Any:
+        return getattr(self.engine, "comm", None)
+
+    def mpi_barrier(self) -> None:
+        self.engine.barrier()
+
+    # -- datasets --------------------------------------------------------------
+    def create_dataset(
+        self,
+        name: str,
+        shape: Any = None,
+        dtype: Any = None,
+        fillvalue: Any = None,
+        chunk_size: Any = None,
+        data: Any = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> Dataset:
+        """Create a dataset, optionally filled from ``data``.
+
+        Parameters
+        ----------
+        name : str
+            Dataset name: 1-200 characters from letters, digits, ``._-``, not
+            starting with ``.``.
+        shape : int or tuple of int, optional
+            Array shape; taken from ``data`` when omitted.
+        dtype : dtype-like, optional
+            Element type; default ``data.dtype`` or float64.
+        fillvalue : scalar, optional
+            What unwritten elements read as (default 0).
+        chunk_size : int, tuple of int or None
+            Chunk shape; an int applies to every axis; None picks ~1 MiB chunks.
+        data : array-like, optional
+            Initial content (NumPy array, h5py dataset, another dosna dataset...),
+            loaded chunk by chunk.
+        attrs : dict, optional
+            Initial user attributes (JSON values).
+
+        Returns
+        -------
+        Dataset
+
+        Raises
+        ------
+        DatasetExistsError
+            If a dataset of that name exists.
+        InvalidNameError, ValueError, TypeError
+            For bad input, before anything is written.
+        """
+        self._check()
+        if data is not None:
+            if not hasattr(data, "shape") or not hasattr(data, "dtype"):
+                data = np.asarray(data)
+            if shape is not None and normalize_shape(shape) != tuple(data.shape):
+                raise ValueError(f"shape {shape} does not match the data's shape {data.shape}")
+            shape = data.shape
+            dtype = data.dtype if dtype is None else dtype
+        if shape is None:
+            raise TypeError("create_dataset needs a shape or data")
+        meta = DatasetMeta.create(name, shape, "f8" if dtype is None else dtype, fillvalue, chunk_size, attrs)
+
+        def create() -> None:
+            self.backend.create_meta(name, meta.to_json())
+
+        self.engine.collective(create)
+        ds = Dataset(self, meta)
+        if data is not None:
+            try:
+                ds.load(data)
+            except BaseException:
+                self._delete_quietly_collective(name)
+                raise
+        return ds
+
+    def _delete_quietly_collective(self, name: str) -> None:
+        """Delete a dataset being rolled back; a missing one is fine."""
+
+        def delete() -> None:
+            try:
+                self.backend.delete_dataset(name)
+            except DatasetNotFoundError:
+                pass
+
+        self.engine.collective(delete)
+
+    def get_dataset(self, name: str) -> Dataset:
+        """Open an existing dataset; raise DatasetNotFoundError (a KeyError) if missing."""
+        self._check()
+        validate_name(name)
+        raw = self.backend.read_meta(name)
+        if raw is None:
+            raise DatasetNotFoundError(f"dataset {name!r} does not exist in {self.backend.location}")
+        return Dataset(self, self._parse_meta(name, raw))
+
+    def _parse_meta(self, name: str, raw: bytes) -> DatasetMeta:
+        try:
+            meta = DatasetMeta.from_json(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise MetadataCorruptError(name, self.backend.meta_location(name), str(exc)) from exc
+        if meta.name != name:
+            raise MetadataCorruptError(
+                name, self.backend.meta_location(name), f"it names dataset {meta.name!r}"
+            )
+        return meta
+
+    def has_dataset(self, name: str) -> bool:
+        """Whether a dataset of that name exists (False for names dosna would refuse)."""
+        self._check()
+        try:
+            validate_name(name)
+        except ValueError:
+            return False
+        return self.backend.read_meta(name) is not None
+
+    def del_dataset(self, name: str) -> None:
+        """Delete a dataset and all its chunks; raise DatasetNotFoundError if missing."""
+        self._check()
+        validate_name(name)
+        self.engine.collective(lambda: self.backend.delete_dataset(name))
+
+    def datasets(self) -> list[str]:
+        """Names of all datasets, sorted."""
+        self._check()
+        return self.backend.list_datasets()
+
+    keys = datasets
+
+    def __getitem__(self, name: str) -> Dataset:
+        return self.get_dataset(name)
+
+    def __delitem__(self, name: str) -> None:
+        self.del_dataset(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.has_dataset(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.datasets())
+
+    def __len__(self) -> int:
+        return len(self.datasets())
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "not connected"
+        return (
+            f"<dosna.Connection {self.name!r} backend={self.backend.name} "
+            f"engine={self.engine.name} at {self.backend.location!r} ({state})>"
+        )
+
+
+def connection(name: str, **kwargs: Any) -> Connection:
+    """Create a :class:`Connection` and connect it; use it in a ``with`` block.
+
+    Examples
+    --------
+    >>> import dosna as dn
+    >>> with dn.connection('tutorial', backend='ram') as con:
+    ...     'nothing' in con
+    False
+    """
+    return Connection(name, **kwargs).connect()

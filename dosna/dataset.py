@@ -1,0 +1,434 @@
+"""Datasets (N-d arrays stored as chunks), their chunks and their attributes."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, MutableMapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import DatasetNotFoundError
+from .indexing import (
+    ChunkPart,
+    covers_chunk,
+    plan,
+    prepare_values,
+    read_selection,
+    write_selection,
+)
+from .metadata import DatasetMeta
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .connection import Connection
+
+__all__ = ["Attributes", "DataChunk", "Dataset"]
+
+
+class Attributes(MutableMapping):
+    """A dataset's user attributes: a dict of JSON values stored with its metadata.
+
+    Every read fetches the stored attributes and every change is written at
+    once, so other processes see changes made here.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self._dataset = dataset
+
+    def _current(self) -> dict[str, Any]:
+        return dict(self._dataset._fresh_meta().attrs)
+
+    def _store(self, attrs: dict[str, Any]) -> None:
+        ds = self._dataset
+        meta = ds._fresh_meta().with_attrs(attrs)
+        ds.connection.engine.collective(lambda: ds.connection.backend.update_meta(ds.name, meta.to_json()))
+        ds._meta = meta
+
+    def __getitem__(self, key: str) -> Any:
+        return self._current()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        attrs = self._current()
+        attrs[key] = value
+        self._store(attrs)
+
+    def __delitem__(self, key: str) -> None:
+        attrs = self._current()
+        del attrs[key]
+        self._store(attrs)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # one write, not one per key
+        attrs = self._current()
+        attrs.update(other, **kwargs)
+        self._store(attrs)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def __repr__(self) -> str:
+        return f"<Attributes of {self._dataset.name!r}: {self._current()!r}>"
+
+
+class Dataset:
+    """An N-dimensional array stored as chunks; sliced like a NumPy array.
+
+    Obtain one from :meth:`Connection.create_dataset` or ``con[name]``.
+
+    Examples
+    --------
+    >>> import dosna as dn, numpy as np
+    >>> con = dn.connection('doc-dataset', backend='ram')
+    >>> ds = con.create_dataset('a', shape=(4, 6), dtype='i4', chunk_size=(2, 4))
+    >>> ds[1:3, ::2] = 7
+    >>> ds[2]
+    array([7, 0, 7, 0, 7, 0], dtype=int32)
+    >>> ds.chunk_grid, ds.total_chunks
+    ((2, 2), 4)
+    """
+
+    def __init__(self, connection: Connection, meta: DatasetMeta) -> None:
+        self.connection = connection
+        self._meta = meta
+
+    # -- description ---------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._meta.name
+
+    @property
+    def meta(self) -> DatasetMeta:
+        """The dataset's metadata (shape, dtype, chunking, fill value, attributes)."""
+        return self._meta
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._meta.shape
+
+    @property
+    def ndim(self) -> int:
+        return self._meta.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._meta.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def fillvalue(self) -> Any:
+        return self._meta.fillvalue
+
+    @property
+    def chunk_size(self) -> tuple[int, ...]:
+        return self._meta.chunk_size
+
+    chunks = chunk_size  # the h5py/zarr name
+
+    @property
+    def chunk_grid(self) -> tuple[int, ...]:
+        return self._meta.chunk_grid
+
+    @property
+    def total_chunks(self) -> int:
+        return self._meta.total_chunks
+
+    @property
+    def attrs(self) -> Attributes:
+        """User attributes (JSON values), stored with the dataset."""
+        return Attributes(self)
+
+    @property
+    def backend(self):
+        self.connection._check()
+        return self.connection.backend
+
+    @property
+    def engine(self):
+        return self.connection.engine
+
+    # MPI-style attributes, as on the connection
+    mpi_rank = property(lambda self: self.connection.mpi_rank)
+    mpi_size = property(lambda self: self.connection.mpi_size)
+    mpi_is_root = property(lambda self: self.connection.mpi_is_root)
+    mpi_comm = property(lambda self: self.connection.mpi_comm)
+
+    def mpi_barrier(self) -> None:
+        self.connection.mpi_barrier()
+
+    def _fresh_meta(self) -> DatasetMeta:
+        raw = self.backend.read_meta(self.name)
+        if raw is None:
+            raise DatasetNotFoundError(f"dataset {self.name!r} no longer exists in {self.backend.location}")
+        return self.connection._parse_meta(self.name, raw)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of unsized object")
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        if not self.shape:
+            raise TypeError("iteration over a 0-d dataset")
+        for i in range(self.shape[0]):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return (
+            f"<dosna.Dataset {self.name!r} shape={self.shape} dtype={self.dtype} "
+            f"chunk_size={self.chunk_size} fillvalue={self.fillvalue!r} "
+            f"backend={self.connection.backend.name} engine={self.engine.name}>"
+        )
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    # -- slicing ---------------------------------------------------------------
+    def __getitem__(self, key: Any) -> Any:
+        """Read a selection; NumPy basic indexing plus one integer/boolean array axis."""
+        backend = self.backend
+        sel = plan(key, self.shape, self.chunk_size)
+        out = np.empty(sel.shape, self.dtype)
+        if sel.size:
+            self.engine.run(partial(self._read_part, backend, out), sel.parts())
+        return sel.to_numpy(out)
+
+    get_data = __getitem__
+
+    def _read_part(self, backend, out: np.ndarray, part: ChunkPart) -> None:
+        idx, chunk_sel, out_sel = part
+        data = backend.read_chunk_part(self._meta, idx, chunk_sel)
+        out[out_sel] = self.fillvalue if data is None else data
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Write a selection; ``value`` is cast and broadcast as NumPy does."""
+        backend = self.backend
+        sel = plan(key, self.shape, self.chunk_size)
+        values = prepare_values(sel, value, self.dtype)
+        if sel.size:
+            self.engine.run(partial(self._write_part, backend, values), sel.parts())
+
+    def set_data(self, values: Any, slices: Any = Ellipsis) -> None:
+        """``ds[slices] = values`` (the original DosNa spelling)."""
+        self[slices] = values
+
+    def _write_part(self, backend, values: np.ndarray, part: ChunkPart) -> None:
+        idx, chunk_sel, out_sel = part
+        shape = self._meta.chunk_shape(idx)
+        part_values = values[out_sel]
+        if covers_chunk(chunk_sel, shape):
+            backend.write_chunk(self._meta, idx, np.reshape(part_values, shape))
+            return
+        current = backend.read_chunk(self._meta, idx)
+        buf = np.full(shape, self.fillvalue, self.dtype) if current is None else np.array(current)
+        write_selection(buf, chunk_sel, part_values)
+        backend.write_chunk(self._meta, idx, buf)
+
+    # -- whole-dataset operations ------------------------------------------------
+    def chunk_indices(self) -> list[tuple[int, ...]]:
+        """Every chunk index of the grid, in C order."""
+        return list(itertools.product(*(range(g) for g in self.chunk_grid)))
+
+    def load(self, src: Any) -> None:
+        """Fill the dataset from ``src`` chunk by chunk.
+
+        ``src`` is anything with this dataset's shape that supports slicing with
+        a tuple of slices (NumPy array, h5py dataset, dosna dataset, memmap...).
+        Only one chunk of ``src`` is read at a time per worker, so ``src`` may
+        be far larger than memory.
+        """
+        if not hasattr(src, "shape"):
+            src = np.asarray(src)
+        if tuple(src.shape) != self.shape:
+            raise ValueError(f"cannot load data of shape {tuple(src.shape)} into {self.shape}")
+        backend = self.backend
+        self.engine.run_collective(partial(self._load_chunk, backend, src), self.chunk_indices())
+
+    def _load_chunk(self, backend, src: Any, idx: tuple[int, ...]) -> None:
+        block = np.asarray(src[self._meta.chunk_region(idx)])
+        if block.dtype != self.dtype:
+            block = block.astype(self.dtype)
+        backend.write_chunk(self._meta, idx, block)
+
+    def _read_whole_chunk(self, backend, idx: tuple[int, ...]) -> np.ndarray:
+        data = backend.read_chunk(self._meta, idx)
+        if data is None:
+            return np.full(self._meta.chunk_shape(idx), self.fillvalue, self.dtype)
+        return data
+
+    def _transform_chunk(self, backend, func: Callable, target: Dataset, idx: tuple[int, ...]) -> None:
+        data = self._read_whole_chunk(backend, idx)
+        result = np.asarray(func(np.array(data)))
+        if result.shape != data.shape:
+            raise ValueError(
+                f"function returned shape {result.shape} for chunk {idx} of shape {data.shape}; "
+                "map/apply functions must keep the shape"
+            )
+        backend.write_chunk(target._meta, idx, result.astype(target.dtype, copy=False))
+
+    def map(self, func: Callable[[np.ndarray], np.ndarray], output_name: str, dtype: Any = None) -> Dataset:
+        """A new dataset ``output_name`` holding ``func`` applied to every chunk.
+
+        ``func`` receives each chunk's valid region (edge chunks are smaller)
+        and must return an array of the same shape. If it fails, the new
+        dataset is deleted and the error raised.
+        """
+        out = self.clone(output_name, dtype=dtype)
+        backend = self.backend
+        try:
+            self.engine.run_collective(
+                partial(self._transform_chunk, backend, func, out), self.chunk_indices()
+            )
+        except BaseException:
+            out.connection._delete_quietly_collective(out.name)
+            raise
+        return out
+
+    def apply(self, func: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Replace every chunk with ``func(chunk)`` in place (see :meth:`map`)."""
+        backend = self.backend
+        self.engine.run_collective(partial(self._transform_chunk, backend, func, self), self.chunk_indices())
+
+    def clone(self, output_name: str, data: bool = False, dtype: Any = None) -> Dataset:
+        """A new dataset with this one's shape, chunking, fill value and attributes.
+
+        Parameters
+        ----------
+        output_name : str
+            Name of the new dataset.
+        data : bool, default False
+            Also copy the stored chunks.
+        dtype : dtype-like, optional
+            Element type of the new dataset (default: this one's).
+        """
+        dt = self.dtype if dtype is None else np.dtype(dtype)
+        fill = self.fillvalue
+        if dt != self.dtype:
+            fill = np.asarray(fill).astype(dt).item()
+        out = self.connection.create_dataset(
+            output_name,
+            shape=self.shape,
+            dtype=dt,
+            fillvalue=fill,
+            chunk_size=self.chunk_size,
+            attrs=dict(self._fresh_meta().attrs),
+        )
+        if data:
+            backend = self.backend
+            try:
+                self.engine.run_collective(
+                    partial(self._copy_chunk, backend, out), sorted(backend.list_chunks(self._meta))
+                )
+            except BaseException:
+                out.connection._delete_quietly_collective(out.name)
+                raise
+        return out
+
+    def _copy_chunk(self, backend, target: Dataset, idx: tuple[int, ...]) -> None:
+        data = backend.read_chunk(self._meta, idx)
+        if data is not None:
+            backend.write_chunk(target._meta, idx, np.asarray(data).astype(target.dtype, copy=False))
+
+    def clear(self) -> None:
+        """Delete every stored chunk: the whole dataset reads as the fill value."""
+        backend = self.backend
+        self.engine.run_collective(
+            partial(backend.delete_chunk, self._meta), sorted(backend.list_chunks(self._meta))
+        )
+
+    def delete(self) -> None:
+        """Delete the dataset and all its chunks."""
+        self.connection.del_dataset(self.name)
+
+    # -- chunks ------------------------------------------------------------------
+    def get_chunk(self, idx: Any) -> DataChunk:
+        """The chunk at grid position ``idx`` (whether or not it was written)."""
+        return DataChunk(self, self._meta.check_chunk_index(idx))
+
+    def has_chunk(self, idx: Any) -> bool:
+        """Whether chunk ``idx`` has been written."""
+        return self.backend.has_chunk(self._meta, self._meta.check_chunk_index(idx))
+
+    def create_chunk(self, idx: Any, data: Any = None) -> DataChunk:
+        """Write chunk ``idx`` (with ``data``, or the fill value) and return it."""
+        chunk = self.get_chunk(idx)
+        chunk.set_data(self.fillvalue if data is None else data)
+        return chunk
+
+    def del_chunk(self, idx: Any) -> None:
+        """Delete chunk ``idx``; it then reads as the fill value."""
+        self.backend.delete_chunk(self._meta, self._meta.check_chunk_index(idx))
+
+    def stored_chunks(self) -> list[tuple[int, ...]]:
+        """Indices of the chunks that have been written, sorted."""
+        return sorted(self.backend.list_chunks(self._meta))
+
+
+class DataChunk:
+    """One chunk of a dataset: an N-d block of at most ``chunk_size``.
+
+    Slicing a DataChunk works like slicing a NumPy array of its (valid) shape.
+    """
+
+    def __init__(self, dataset: Dataset, idx: tuple[int, ...]) -> None:
+        self.dataset = dataset
+        self.idx = idx
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.dataset.meta.chunk_shape(self.idx)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.dataset.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def region(self) -> tuple[slice, ...]:
+        """The slices of the dataset this chunk holds."""
+        return self.dataset.meta.chunk_region(self.idx)
+
+    def exists(self) -> bool:
+        return self.dataset.has_chunk(self.idx)
+
+    def get_data(self, slices: Any = Ellipsis) -> Any:
+        """Read ``chunk[slices]`` (the fill value where the chunk was never written)."""
+        data = self.dataset._read_whole_chunk(self.dataset.backend, self.idx)
+        sel = plan(slices, self.shape, self.shape)
+        out = np.empty(sel.shape, self.dtype)
+        for _, chunk_sel, out_sel in sel.parts():
+            out[out_sel] = read_selection(data, chunk_sel)
+        return sel.to_numpy(out)
+
+    def set_data(self, values: Any, slices: Any = Ellipsis) -> None:
+        """Write ``chunk[slices] = values`` (read-modify-write unless it covers the chunk)."""
+        ds = self.dataset
+        sel = plan(slices, self.shape, self.shape)
+        prepared = prepare_values(sel, values, self.dtype)
+        for _, chunk_sel, out_sel in sel.parts():
+            ds._write_part(ds.backend, prepared, (self.idx, chunk_sel, out_sel))
+
+    __getitem__ = get_data
+
+    def __setitem__(self, slices: Any, values: Any) -> None:
+        self.set_data(values, slices)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self.get_data()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"<dosna.DataChunk {self.idx} of {self.dataset.name!r} shape={self.shape}>"

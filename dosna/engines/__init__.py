@@ -1,0 +1,1 @@
+"""Engines: how work on many chunks is executed (see :mod:`dosna.engines.base`)."""

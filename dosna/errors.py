@@ -1,0 +1,95 @@
+"""The exceptions dosna raises.
+
+Every error dosna raises on purpose derives from :class:`DosnaError`. Where a
+built-in exception has the same meaning, the dosna error derives from it too, so
+``except KeyError`` and ``except ValueError`` keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "ChunkCorruptError",
+    "ConnectionClosedError",
+    "DatasetExistsError",
+    "DatasetNotFoundError",
+    "DosnaError",
+    "InvalidNameError",
+    "MetadataCorruptError",
+    "UnknownBackendError",
+    "UnknownEngineError",
+]
+
+
+class DosnaError(Exception):
+    """Base class of every error raised by dosna."""
+
+
+class DatasetNotFoundError(DosnaError, KeyError):
+    """No dataset of that name exists on the connection."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetExistsError(DosnaError, FileExistsError):
+    """A dataset of that name already exists on the connection."""
+
+
+class InvalidNameError(DosnaError, ValueError):
+    """A dataset, connection or model name that dosna refuses to store."""
+
+
+class BackendUnavailableError(DosnaError, ImportError):
+    """A backend or engine needs a package that is not installed."""
+
+
+class UnknownBackendError(DosnaError, ValueError):
+    """``use(backend=...)`` or ``Connection(backend=...)`` named no known backend."""
+
+
+class UnknownEngineError(DosnaError, ValueError):
+    """``use(engine=...)`` or ``Connection(engine=...)`` named no known engine."""
+
+
+class ConnectionClosedError(DosnaError, RuntimeError):
+    """An operation needs a connected connection."""
+
+
+class ChunkCorruptError(DosnaError, OSError):
+    """A stored chunk cannot be decoded: truncated, wrong size or damaged.
+
+    Parameters
+    ----------
+    dataset : str
+        Name of the dataset the chunk belongs to.
+    chunk : tuple of int
+        Chunk index in the chunk grid.
+    path : str
+        Where the chunk is stored (file path or object key).
+    reason : str
+        What is wrong with it.
+    """
+
+    def __init__(self, dataset: str, chunk: tuple[int, ...], path: str, reason: str):
+        self.dataset = dataset
+        self.chunk = tuple(chunk)
+        self.path = path
+        self.reason = reason
+        super().__init__(f"chunk {self.chunk} of dataset {dataset!r} at {path!r} is corrupt: {reason}")
+
+    def __reduce__(self):  # keep it transportable between worker processes
+        return (type(self), (self.dataset, self.chunk, self.path, self.reason))
+
+
+class MetadataCorruptError(DosnaError, OSError):
+    """A dataset's metadata document cannot be parsed or is inconsistent."""
+
+    def __init__(self, dataset: str, path: str, reason: str):
+        self.dataset = dataset
+        self.path = path
+        self.reason = reason
+        super().__init__(f"metadata of dataset {dataset!r} at {path!r} is corrupt: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.dataset, self.path, self.reason))

@@ -1,0 +1,313 @@
+"""Dataset metadata: validation, the automatic chunk shape and versioned JSON.
+
+Everything here is pure: no I/O. Backends store the bytes that
+:meth:`DatasetMeta.to_json` produces and give them back to
+:meth:`DatasetMeta.from_json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidNameError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_NAME_LENGTH",
+    "DatasetMeta",
+    "auto_chunk_size",
+    "normalize_shape",
+    "validate_dtype",
+    "validate_name",
+]
+
+FORMAT_VERSION = 1
+MAX_NAME_LENGTH = 200
+DEFAULT_CHUNK_BYTES = 1 << 20
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,199}")
+_SUPPORTED_KINDS = "biufc"  # bool, signed, unsigned, float, complex
+
+
+def validate_name(name: object, what: str = "dataset") -> str:
+    """Return ``name`` if dosna can store it, else raise :class:`InvalidNameError`.
+
+    A name has 1 to 200 characters from letters, digits, ``.``, ``_`` and ``-``,
+    and does not start with ``.``: it is safe as a file name, an object key part
+    and an S3 key prefix on every backend.
+    """
+    if not isinstance(name, str):
+        raise InvalidNameError(f"{what} name must be a str, not {type(name).__name__}")
+    if not _NAME_RE.fullmatch(name):
+        if not name:
+            why = "it is empty"
+        elif len(name) > MAX_NAME_LENGTH:
+            why = f"it has {len(name)} characters (at most {MAX_NAME_LENGTH})"
+        elif name.startswith("."):
+            why = "it starts with '.'"
+        else:
+            why = "only letters, digits, '.', '_' and '-' are allowed"
+        raise InvalidNameError(f"invalid {what} name {name!r}: {why}")
+    return name
+
+
+def validate_dtype(dtype: Any) -> np.dtype:
+    """Return the NumPy dtype for ``dtype`` if dosna stores it, else raise TypeError.
+
+    Supported: bool, signed and unsigned integers, floats and complex numbers, in
+    either byte order (stored as given).
+    """
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"not a NumPy dtype: {dtype!r}") from exc
+    if dt.kind not in _SUPPORTED_KINDS or dt.fields is not None or dt.subdtype:
+        raise TypeError(f"dtype {dt} is not supported: use bool, integer, float or complex dtypes")
+    return dt
+
+
+def normalize_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError as exc:
+        raise TypeError(f"shape must be an int or a sequence of ints, not {shape!r}") from exc
+    out = []
+    for d in dims:
+        if not isinstance(d, (int, np.integer)) or isinstance(d, (bool, np.bool_)):
+            raise TypeError(f"shape must hold ints, got {shape!r}")
+        if d < 0:
+            raise ValueError(f"shape must not be negative, got {shape!r}")
+        out.append(int(d))
+    return tuple(out)
+
+
+def auto_chunk_size(
+    shape: Sequence[int], dtype: np.dtype, target_bytes: int = DEFAULT_CHUNK_BYTES
+) -> tuple[int, ...]:
+    """Choose a chunk shape of at most ``target_bytes`` (1 MiB by default).
+
+    Starts from the whole shape and halves the largest axis until the chunk fits,
+    so chunks stay close to cubes, which suits access along any axis.
+
+    Examples
+    --------
+    >>> auto_chunk_size((512, 512, 512), np.dtype('f4'))
+    (64, 64, 64)
+    """
+    chunk = [max(1, int(d)) for d in shape]
+    itemsize = np.dtype(dtype).itemsize
+    while chunk and math.prod(chunk) * itemsize > target_bytes:
+        axis = max(range(len(chunk)), key=lambda i: chunk[i])
+        if chunk[axis] == 1:
+            break
+        chunk[axis] = (chunk[axis] + 1) // 2
+    return tuple(chunk)
+
+
+def _validate_chunk_size(chunk_size: Any, shape: tuple[int, ...], dtype: np.dtype):
+    if chunk_size is None:
+        return auto_chunk_size(shape, dtype)
+    if isinstance(chunk_size, (int, np.integer)) and not isinstance(chunk_size, bool):
+        chunk_size = (int(chunk_size),) * len(shape)
+    try:
+        chunks = tuple(chunk_size)
+    except TypeError as exc:
+        raise TypeError(f"chunk_size must be an int, a tuple of ints or None, not {chunk_size!r}") from exc
+    if len(chunks) != len(shape):
+        raise ValueError(f"chunk_size {chunks} has {len(chunks)} axes but the shape {shape} has {len(shape)}")
+    for c in chunks:
+        if not isinstance(c, (int, np.integer)) or isinstance(c, (bool, np.bool_)) or c < 1:
+            raise ValueError(f"chunk_size must hold positive ints, got {chunk_size!r}")
+    return tuple(int(c) for c in chunks)
+
+
+def _cast_fillvalue(fillvalue: Any, dtype: np.dtype) -> Any:
+    """The fill value as a Python scalar of ``dtype``; refuse values that do not fit."""
+    if fillvalue is None:
+        return dtype.type(0).item()
+    value = np.asarray(fillvalue)
+    if value.ndim != 0 or value.dtype.kind not in _SUPPORTED_KINDS:
+        raise TypeError(f"fillvalue must be a scalar number or bool, not {fillvalue!r}")
+    v = value.item()
+    bad = ValueError(f"fillvalue {fillvalue!r} does not fit dtype {dtype}")
+    if dtype.kind in "biu":
+        if isinstance(v, complex) or (isinstance(v, float) and not v.is_integer()):
+            raise bad
+        v = int(v)
+        if dtype.kind == "b":
+            if v not in (0, 1):
+                raise bad
+            return bool(v)
+        info = np.iinfo(dtype)
+        if not info.min <= v <= info.max:
+            raise bad
+        return v
+    if dtype.kind == "f":
+        if isinstance(v, complex):
+            if v.imag != 0:
+                raise bad
+            v = v.real
+        with np.errstate(over="ignore"):
+            cast = dtype.type(v)
+        if math.isfinite(v) and not np.isfinite(cast):
+            raise bad
+        return cast.item()
+    return dtype.type(v).item()
+
+
+def _fill_to_json(value: Any) -> Any:
+    if isinstance(value, complex):
+        return [_fill_to_json(value.real), _fill_to_json(value.imag)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def _fill_from_json(value: Any, dtype: np.dtype) -> Any:
+    if isinstance(value, list):
+        return complex(_fill_from_json(value[0], np.dtype("f8")), _fill_from_json(value[1], np.dtype("f8")))
+    if isinstance(value, str):
+        value = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[value]
+    return dtype.type(value).item()
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What a dataset is: everything but its chunks.
+
+    Attributes
+    ----------
+    name : str
+        Dataset name (validated).
+    shape : tuple of int
+        Array shape.
+    dtype : numpy.dtype
+        Element type.
+    chunk_size : tuple of int
+        Shape of every full chunk; edge chunks are cut to the array.
+    fillvalue : scalar
+        What unwritten elements read as.
+    attrs : dict
+        User attributes (JSON values).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunk_size: tuple[int, ...]
+    fillvalue: Any = 0
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        shape: Any,
+        dtype: Any = "f8",
+        fillvalue: Any = None,
+        chunk_size: Any = None,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> DatasetMeta:
+        """Validate user input and build the metadata; raise before any I/O."""
+        validate_name(name)
+        shape_t = normalize_shape(shape)
+        dt = validate_dtype(dtype)
+        chunks = _validate_chunk_size(chunk_size, shape_t, dt)
+        fill = _cast_fillvalue(fillvalue, dt)
+        attrs_d = dict(attrs or {})
+        check_attrs(attrs_d)
+        return cls(name, shape_t, dt, chunks, fill, attrs_d)
+
+    # -- derived geometry ------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def chunk_grid(self) -> tuple[int, ...]:
+        """Number of chunks along each axis."""
+        return tuple(-(-s // c) for s, c in zip(self.shape, self.chunk_size))
+
+    @property
+    def total_chunks(self) -> int:
+        return math.prod(self.chunk_grid)
+
+    def chunk_shape(self, idx: Sequence[int]) -> tuple[int, ...]:
+        """The valid (in-array) shape of chunk ``idx``; edge chunks are smaller."""
+        return tuple(min(c, s - i * c) for i, c, s in zip(idx, self.chunk_size, self.shape))
+
+    def chunk_region(self, idx: Sequence[int]) -> tuple[slice, ...]:
+        """The slices of the array that chunk ``idx`` holds."""
+        return tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, self.chunk_size, self.shape))
+
+    def check_chunk_index(self, idx: Sequence[int]) -> tuple[int, ...]:
+        """Return ``idx`` as a tuple of ints if it names a chunk, else raise IndexError."""
+        try:
+            t = tuple(int(i) for i in idx)
+        except TypeError:
+            t = (int(idx),)  # type: ignore[arg-type]
+        grid = self.chunk_grid
+        if len(t) != len(grid) or any(not 0 <= i < g for i, g in zip(t, grid)):
+            raise IndexError(f"chunk index {t} is outside the chunk grid {grid}")
+        return t
+
+    def with_attrs(self, attrs: Mapping[str, Any]) -> DatasetMeta:
+        check_attrs(attrs)
+        return replace(self, attrs=dict(attrs))
+
+    def renamed(self, name: str) -> DatasetMeta:
+        return replace(self, name=validate_name(name))
+
+    # -- JSON ------------------------------------------------------------------
+    def to_json(self) -> bytes:
+        doc = {
+            "dosna_format": FORMAT_VERSION,
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype.str,
+            "chunk_size": list(self.chunk_size),
+            "fillvalue": _fill_to_json(self.fillvalue),
+            "attrs": self.attrs,
+        }
+        return json.dumps(doc, indent=1, allow_nan=False).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> DatasetMeta:
+        """Parse a metadata document; raise ValueError on anything inconsistent."""
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or "dosna_format" not in doc:
+            raise ValueError("not a dosna metadata document")
+        if doc["dosna_format"] != FORMAT_VERSION:
+            raise ValueError(
+                f"metadata format {doc['dosna_format']} is not supported "
+                f"(this dosna reads format {FORMAT_VERSION})"
+            )
+        dt = validate_dtype(doc["dtype"])
+        return cls.create(
+            doc["name"],
+            doc["shape"],
+            dt,
+            _fill_from_json(doc["fillvalue"], dt),
+            doc["chunk_size"],
+            doc.get("attrs") or {},
+        )
+
+
+def check_attrs(attrs: Mapping[str, Any]) -> None:
+    """Raise TypeError unless ``attrs`` is a str-keyed mapping of JSON values."""
+    for key in attrs:
+        if not isinstance(key, str):
+            raise TypeError(f"attribute names must be str, not {type(key).__name__}")
+    try:
+        json.dumps(dict(attrs), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"attributes must be JSON values (no NaN/inf): {exc}") from exc

@@ -1,0 +1,183 @@
+"""Which backends and engines exist, which are selected, and which can be used.
+
+Backends and engines are registered by name with the import path of their class
+and imported on first use, so ``import dosna`` needs nothing but NumPy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BackendUnavailableError, UnknownBackendError, UnknownEngineError
+
+__all__ = [
+    "available",
+    "get_backend_class",
+    "get_engine_class",
+    "register_backend",
+    "register_engine",
+    "status",
+    "use",
+]
+
+_BACKENDS: dict[str, str] = {
+    "ram": "dosna.backends.ram:RamBackend",
+    "hdf5": "dosna.backends.hdf5:Hdf5Backend",
+}
+_ENGINES: dict[str, str] = {
+    "cpu": "dosna.engines.cpu:CpuEngine",
+}
+_EXTRAS = {"hdf5": "hdf5", "ceph": "ceph", "s3": "s3", "joblib": "joblib", "mpi": "mpi"}
+_ENGINE_ALIASES = {"jl": "joblib"}
+
+
+@dataclass
+class _Selected:
+    backend: str = "ram"
+    engine: str = "cpu"
+    engine_options: dict[str, Any] = field(default_factory=dict)
+
+
+_selected = _Selected()
+
+
+def register_backend(name: str, target: str | type, *, clobber: bool = False) -> None:
+    """Register a backend class (or ``"module:Class"`` path) under ``name``."""
+    _register(_BACKENDS, "backend", name, target, clobber)
+
+
+def register_engine(name: str, target: str | type, *, clobber: bool = False) -> None:
+    """Register an engine class (or ``"module:Class"`` path) under ``name``."""
+    _register(_ENGINES, "engine", name, target, clobber)
+
+
+def _register(table: dict, kind: str, name: str, target: Any, clobber: bool) -> None:
+    if name in table and not clobber:
+        raise ValueError(f"{kind} {name!r} is already registered (pass clobber=True to replace it)")
+    table[name] = target
+
+
+def _load(table: dict, kind: str, name: str, unknown: type[Exception]) -> type:
+    if name not in table:
+        raise unknown(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
+    target = table[name]
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except BackendUnavailableError:
+        raise
+    except ImportError as exc:
+        extra = _EXTRAS.get(name, name)
+        raise BackendUnavailableError(
+            f"the {name} {kind} needs the package {exc.name!r}, which is not installed: "
+            f"pip install 'dosna[{extra}]'"
+        ) from exc
+    return getattr(module, attr)
+
+
+def get_backend_class(name: str | None = None) -> type:
+    """The backend class registered as ``name`` (default: the selected one)."""
+    return _load(_BACKENDS, "backend", name or _selected.backend, UnknownBackendError)
+
+
+def get_engine_class(name: str | None = None) -> type:
+    """The engine class registered as ``name`` (default: the selected one)."""
+    name = _ENGINE_ALIASES.get(name, name) if name else _selected.engine
+    return _load(_ENGINES, "engine", name, UnknownEngineError)
+
+
+def selected() -> tuple[str, str, dict[str, Any]]:
+    """The selected backend name, engine name and engine options."""
+    return _selected.backend, _selected.engine, dict(_selected.engine_options)
+
+
+def use(
+    backend: str | None = None,
+    engine: str | None = None,
+    engine_kw: dict[str, Any] | None = None,
+    **engine_options: Any,
+) -> None:
+    """Select the backend and/or engine used by connections created from now on.
+
+    Parameters
+    ----------
+    backend : str, optional
+        One of the registered backends (``'ram'``, ``'hdf5'``, ...).
+    engine : str, optional
+        One of the registered engines (``'cpu'``, ...); ``'jl'`` means ``'joblib'``.
+    engine_kw : dict, optional
+        Options for the engine (as in the original DosNa).
+    **engine_options
+        Options for the engine, e.g. ``njobs=4`` for joblib.
+
+    Raises
+    ------
+    UnknownBackendError, UnknownEngineError
+        For names nobody registered.
+    BackendUnavailableError
+        If the backend or engine needs a package that is not installed.
+    """
+    if backend is not None:
+        get_backend_class(backend)
+        _selected.backend = backend
+    if engine is not None:
+        engine = _ENGINE_ALIASES.get(engine, engine)
+        get_engine_class(engine)
+        _selected.engine = engine
+        _selected.engine_options = {}
+    options = {**(engine_kw or {}), **engine_options}
+    if options:
+        _selected.engine_options = options
+
+
+def available() -> dict[str, dict[str, str | None]]:
+    """For each registered backend and engine: None if usable, else why not."""
+    out: dict[str, dict[str, str | None]] = {"backends": {}, "engines": {}}
+    for kind, table, unknown in (
+        ("backends", _BACKENDS, UnknownBackendError),
+        ("engines", _ENGINES, UnknownEngineError),
+    ):
+        for name in sorted(table):
+            try:
+                _load(table, kind[:-1], name, unknown)
+                out[kind][name] = None
+            except BackendUnavailableError as exc:
+                out[kind][name] = str(exc)
+    return out
+
+
+def status(show: bool = True) -> dict[str, Any]:
+    """The selected backend and engine, and which others are usable.
+
+    Parameters
+    ----------
+    show : bool, default True
+        Also print a short report.
+    """
+    info = {
+        "backend": _selected.backend,
+        "engine": _selected.engine,
+        "engine_options": dict(_selected.engine_options),
+        **available(),
+    }
+    if show:
+        print(f"dosna: backend={info['backend']} engine={info['engine']} {info['engine_options'] or ''}")
+        for kind in ("backends", "engines"):
+            for name, why in info[kind].items():
+                print(f"  {kind[:-1]:7} {name:7} {'available' if why is None else 'unavailable: ' + why}")
+    return info
+
+
+def combination_problem(backend: str, engine: str) -> str | None:
+    """Why ``backend`` cannot run with ``engine`` (and its default options), or None."""
+    try:
+        backend_cls = get_backend_class(backend)
+        engine_cls = get_engine_class(engine)
+    except BackendUnavailableError as exc:
+        return str(exc)
+    check = getattr(engine_cls, "combination_problem", None)
+    return check(backend_cls) if check else None

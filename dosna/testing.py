@@ -1,0 +1,520 @@
+"""A reusable conformance suite that every backend × engine combination must pass.
+
+Use it from pytest by subclassing :class:`ConformanceSuite` and providing a
+``connection`` fixture that yields a *connected* :class:`dosna.Connection`::
+
+    import pytest, dosna as dn
+    from dosna.testing import ConformanceSuite
+
+    class TestMyBackend(ConformanceSuite):
+        @pytest.fixture
+        def connection(self, tmp_path):
+            with dn.Connection('t', backend='mine', root=tmp_path) as con:
+                yield con
+
+The suite needs pytest, and hypothesis for the NumPy-oracle property tests
+(``DOSNA_HYPOTHESIS_EXAMPLES`` sets how many cases each of those runs).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .connection import Connection
+from .errors import (
+    ConnectionClosedError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DosnaError,
+    InvalidNameError,
+)
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover
+    st = None
+
+__all__ = ["ConformanceSuite", "index_cases", "make_connection", "random_array"]
+
+BAD_NAMES = ["", ".hidden", "../x", "a/b", "a\0b", "x" * 201, "sp ace", "é", "a\\b", None, 3]
+DTYPES = ["?", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16", ">i4", ">f8"]
+
+
+def random_array(shape: tuple[int, ...], dtype: Any, seed: int = 0) -> np.ndarray:
+    """Deterministic test data of any supported dtype (values that fit the dtype)."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    if dt.kind == "b":
+        return np.asarray(rng.integers(0, 2, shape), dtype=dt)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return np.asarray(rng.integers(max(info.min, -1000), min(info.max, 1000), shape, endpoint=True), dtype=dt)
+    values = rng.standard_normal(shape) * 100
+    if dt.kind == "c":
+        values = values + 1j * rng.standard_normal(shape)
+    return np.asarray(values, dtype=dt)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, dtype and shape; NaN equals NaN; a scalar only equals a scalar."""
+    if isinstance(a, np.ndarray) != isinstance(b, np.ndarray):
+        return False
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+if st is not None:
+
+    @st.composite
+    def index_cases(draw: Any, max_dims: int = 4, max_len: int = 7) -> tuple:
+        """(shape, chunk_size, dtype, key): a random array layout and a NumPy index key."""
+        ndim = draw(st.integers(0, max_dims))
+        shape = tuple(draw(st.lists(st.integers(0, max_len), min_size=ndim, max_size=ndim)))
+        chunks = tuple(draw(st.integers(1, max(1, n + 1))) for n in shape)
+        dtype = draw(st.sampled_from(DTYPES))
+        entries: list[Any] = []
+        used_array = False
+        for n in shape:
+            kinds = ["slice", "slice", "full"]
+            if n:
+                kinds += ["int", "int"]
+            if not used_array:
+                kinds += ["array", "mask"]
+            kind = draw(st.sampled_from(kinds))
+            if kind == "int":
+                entries.append(draw(st.integers(-n, n - 1)))
+            elif kind == "full":
+                entries.append(slice(None))
+            elif kind == "slice":
+                bound = st.one_of(st.none(), st.integers(-n - 2, n + 2))
+                step = st.one_of(st.none(), st.integers(-4, 4).filter(bool))
+                entries.append(slice(draw(bound), draw(bound), draw(step)))
+            elif kind == "array":
+                used_array = True
+                idx = draw(st.lists(st.integers(-n, n - 1), max_size=6)) if n else []
+                entries.append(np.array(idx, dtype=np.intp))
+            else:
+                used_array = True
+                entries.append(np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool))
+        # drop trailing axes sometimes (NumPy fills them with ':')
+        entries = entries[: draw(st.integers(0, len(entries)))] if draw(st.booleans()) else entries
+        if draw(st.booleans()):  # an Ellipsis replacing a run of ':' entries
+            pos = draw(st.integers(0, len(entries)))
+            entries.insert(pos, Ellipsis)
+        for _ in range(draw(st.integers(0, 2))):  # np.newaxis anywhere
+            entries.insert(draw(st.integers(0, len(entries))), None)
+        if draw(st.integers(0, 20)) == 0 and shape and shape[0]:  # out-of-range int
+            entries = [shape[0] + draw(st.integers(0, 3)), *entries[1:]]
+        key = entries[0] if len(entries) == 1 and draw(st.booleans()) else tuple(entries)
+        return shape, chunks, dtype, key
+
+else:  # pragma: no cover
+    index_cases = None
+
+
+def make_connection(
+    backend: str,
+    engine: str,
+    workdir: str | os.PathLike,
+    connection: str | None = None,
+    options: dict[str, Any] | None = None,
+    engine_kw: dict[str, Any] | None = None,
+) -> Connection:
+    """A fresh, unconnected connection for tests of ``backend`` × ``engine``.
+
+    ``connection`` is what ``run_tests.sh --connection`` passes: a directory for
+    ``hdf5`` (default ``workdir``), a pool or bucket for object stores, a name
+    prefix for ``ram``. Each call gets its own namespace where the backend allows.
+    """
+    options = dict(options or {})
+    unique = f"test-{os.getpid()}-{next(ConformanceSuite._counter)}"
+    if backend == "ram":
+        name = f"{connection}-{unique}" if connection else unique
+    elif backend == "hdf5":
+        options.setdefault("directory", os.fspath(connection or workdir))
+        name = unique
+    else:
+        if not connection:
+            raise ValueError(f"the {backend} backend needs a connection name (pool or bucket)")
+        name = connection
+    return Connection(name, backend=backend, engine=engine, engine_kw=engine_kw or {}, **options)
+
+
+def _examples() -> int:
+    return int(os.environ.get("DOSNA_HYPOTHESIS_EXAMPLES", "300"))
+
+
+class ConformanceSuite:
+    """Behaviour every backend × engine must show. Needs a ``connection`` fixture."""
+
+    # -- helpers ---------------------------------------------------------------
+    _counter = itertools.count()
+
+    def new_name(self, base: str = "ds") -> str:
+        return f"{base}-{os.getpid()}-{next(self._counter)}"
+
+    # -- creation and description -------------------------------------------
+    def test_create_from_data_and_describe(self, connection: Connection) -> None:
+        data = random_array((10, 7, 5), "f8", 1)
+        ds = connection.create_dataset("described", data=data, chunk_size=(4, 3, 5))
+        assert ds.shape == (10, 7, 5) and ds.ndim == 3 and ds.dtype == np.dtype("f8")
+        assert ds.chunk_size == (4, 3, 5) and ds.chunk_grid == (3, 3, 1) and ds.total_chunks == 9
+        assert len(ds) == 10 and ds.size == 350 and ds.nbytes == 350 * 8
+        assert ds.fillvalue == 0
+        assert "described" in repr(ds) and "(10, 7, 5)" in repr(ds)
+        assert _same(ds[...], data)
+        assert _same(np.asarray(ds), data)
+        assert np.asarray(ds, dtype="f4").dtype == np.dtype("f4")
+        reopened = connection.get_dataset("described")
+        assert reopened.shape == ds.shape and reopened.chunk_size == ds.chunk_size
+        assert _same(reopened[...], data)
+
+    def test_readme_example(self, connection: Connection) -> None:
+        data = random_array((100, 100, 100), "f8", 2)
+        ds = connection.create_dataset("data", data=data, chunk_size=(32, 32, 32))
+        assert _same(ds[0, 0, :10], data[0, 0, :10])
+        assert np.allclose(ds[...], data)
+        ds = connection["data"]
+        block = random_array((44, 11, 56), "f8", 3)
+        ds[36:80, 89:, :56] = block
+        data[36:80, 89:, :56] = block
+        assert _same(ds[36:80, 89:, :56], block)
+        assert _same(ds[...], data)
+
+    def test_set_middle_axis_with_2d_value(self, connection: Connection) -> None:
+        # the original wrote wrong values for ds[:, 9, :] = v2d
+        data = random_array((20, 20, 20), "i4", 4)
+        ds = connection.create_dataset("mid", data=data, chunk_size=(6, 7, 8))
+        v2d = random_array((20, 20), "i4", 5)
+        ds[:, 9, :] = v2d
+        data[:, 9, :] = v2d
+        assert _same(ds[...], data)
+
+    def test_shape_only_reads_fill_and_creates_no_chunk(self, connection: Connection) -> None:
+        ds = connection.create_dataset("empty", shape=(9, 9), dtype="i2", fillvalue=-7, chunk_size=4)
+        assert _same(ds[...], np.full((9, 9), -7, "i2"))
+        assert _same(ds[3, 4], np.int16(-7))
+        assert ds.stored_chunks() == []
+        assert not ds.has_chunk((0, 0))
+
+    @pytest.mark.parametrize(
+        "dtype,fill",
+        [("f4", float("nan")), ("f8", float("-inf")), ("c16", 1 - 2j), ("?", True), ("u8", 2**64 - 1), ("i1", -128)],
+    )
+    def test_fillvalue_round_trip(self, connection: Connection, dtype: str, fill: Any) -> None:
+        name = self.new_name("fill")
+        connection.create_dataset(name, shape=(5,), dtype=dtype, fillvalue=fill, chunk_size=2)
+        ds = connection[name]
+        expected = np.full(5, fill, dtype)
+        assert _same(ds[...], expected)
+        assert _same(np.asarray(ds.fillvalue, dtype), np.asarray(fill, dtype))
+
+    def test_auto_chunk_size(self, connection: Connection) -> None:
+        ds = connection.create_dataset("auto", shape=(512, 512, 16), dtype="f4")
+        nbytes = int(np.prod(ds.chunk_size)) * 4
+        assert 256 * 1024 <= nbytes <= 1 << 20
+        ds2 = connection.create_dataset("auto-int", shape=(10, 10), dtype="u1", chunk_size=4)
+        assert ds2.chunk_size == (4, 4)
+
+    def test_zero_dim_and_empty(self, connection: Connection) -> None:
+        ds = connection.create_dataset("scalar", data=np.float32(2.5))
+        assert ds.shape == () and ds.total_chunks == 1
+        assert _same(ds[()], np.float32(2.5)) and _same(ds[...], np.array(2.5, "f4"))
+        ds[()] = 4
+        assert ds[()] == 4
+        with pytest.raises(TypeError):
+            len(ds)
+        empty = connection.create_dataset("size0", shape=(0, 5), dtype="i4", chunk_size=2)
+        assert empty.total_chunks == 0 and empty[...].shape == (0, 5)
+        empty[...] = 1  # writes nothing, raises nothing
+        assert empty.stored_chunks() == []
+
+    # -- slicing ---------------------------------------------------------------
+    def test_indexing_varieties(self, connection: Connection) -> None:
+        data = random_array((11, 9, 6), "f8", 6)
+        ds = connection.create_dataset("idx", data=data, chunk_size=(4, 4, 4))
+        keys = [
+            (slice(None, None, -1),), (slice(10, 0, -3), Ellipsis, 2), (-1, -1, -1), (np.int64(3),),
+            (None, 2, None, slice(1, 8, 2)), (Ellipsis, None), ([1, 1, 10, 0],), (slice(None), [5, 0, 2]),
+            (0, slice(None), [1, 3]), (np.arange(11) % 2 == 0, 3), (Ellipsis, np.array([-1, 0])),
+            (slice(20, 30),), (slice(3, 3),), (2, Ellipsis, 1), (np.uint8(1), slice(None, None, 4)),
+        ]
+        for key in keys:
+            assert _same(ds[key], data[key]), key
+
+    def test_index_errors(self, connection: Connection) -> None:
+        ds = connection.create_dataset("err", shape=(4, 5), dtype="i4", chunk_size=2)
+        for key in [(4,), (0, -6), (0, 0, 0), (1.5,), ("a",), (Ellipsis, Ellipsis), ([0, 9],)]:
+            with pytest.raises(IndexError):
+                ds[key]
+            with pytest.raises(IndexError):
+                ds[key] = 1
+        assert ds.stored_chunks() == []
+
+    def test_set_broadcast_and_cast(self, connection: Connection) -> None:
+        data = np.zeros((6, 8), "i4")
+        ds = connection.create_dataset("bc", data=data, chunk_size=(4, 3))
+        ds[1:5] = np.arange(8)  # row broadcast
+        data[1:5] = np.arange(8)
+        ds[:, 2] = 9.7  # float into int truncates, as NumPy
+        data[:, 2] = 9.7
+        ds[::2, ::-3] = np.array([[1], [2], [3]])
+        data[::2, ::-3] = np.array([[1], [2], [3]])
+        ds[[0, 5], 1:3] = -1
+        data[[0, 5], 1:3] = -1
+        assert _same(ds[...], data)
+        before = ds.stored_chunks()
+        with pytest.raises(ValueError):
+            ds[0:3] = np.ones((2, 8))
+        assert ds.stored_chunks() == before and _same(ds[...], data)
+
+    def test_bad_value_writes_nothing(self, connection: Connection) -> None:
+        ds = connection.create_dataset("bad-value", shape=(4, 4), dtype="u1", chunk_size=2)
+        with pytest.raises((ValueError, OverflowError, TypeError)):
+            ds[...] = 300
+        with pytest.raises((ValueError, OverflowError, TypeError)):
+            ds[0] = np.ones(3)
+        assert ds.stored_chunks() == []
+
+    def test_whole_chunk_write_does_not_read(self, connection: Connection, monkeypatch) -> None:
+        ds = connection.create_dataset("noread", shape=(8, 8), dtype="f4", chunk_size=4)
+        reads: list = []
+        backend = connection.backend
+        original = backend.read_chunk
+        monkeypatch.setattr(backend, "read_chunk", lambda m, i: reads.append(i) or original(m, i))
+        ds[...] = 1
+        ds[0:4, 4:8] = 2
+        assert reads == []
+        ds[0, 0] = 3  # partial: one read-modify-write
+        assert reads == [(0, 0)]
+
+    # -- datasets on a connection ---------------------------------------------
+    def test_dataset_management(self, connection: Connection) -> None:
+        assert "m1" not in connection and not connection.has_dataset("m1")
+        connection.create_dataset("m1", shape=(2,), dtype="i4")
+        connection.create_dataset("m2", shape=(2,), dtype="i4")
+        assert "m1" in connection and connection.has_dataset("m1")
+        assert {"m1", "m2"} <= set(connection) and {"m1", "m2"} <= set(connection.datasets())
+        with pytest.raises(DatasetExistsError):
+            connection.create_dataset("m1", shape=(3,))
+        connection.del_dataset("m1")
+        assert "m1" not in connection
+        with pytest.raises(DatasetNotFoundError):
+            connection["m1"]
+        with pytest.raises(KeyError):
+            connection.get_dataset("m1")
+        with pytest.raises(DatasetNotFoundError):
+            connection.del_dataset("m1")
+        ds = connection["m2"]
+        ds.delete()
+        assert "m2" not in connection
+        assert 5 not in connection  # type: ignore[operator]
+
+    @pytest.mark.parametrize("bad", BAD_NAMES)
+    def test_bad_names_refused_before_io(self, connection: Connection, bad: Any) -> None:
+        before = connection.datasets()
+        with pytest.raises(InvalidNameError):
+            connection.create_dataset(bad, shape=(2,))
+        with pytest.raises(InvalidNameError):
+            connection.get_dataset(bad)
+        with pytest.raises(InvalidNameError):
+            connection.del_dataset(bad)
+        assert bad not in connection
+        assert connection.datasets() == before
+
+    @pytest.mark.parametrize(
+        "kwargs,error",
+        [
+            ({"shape": (-1, 2)}, ValueError),
+            ({"shape": (2.5,)}, TypeError),
+            ({"shape": (4,), "dtype": "U3"}, TypeError),
+            ({"shape": (4,), "dtype": object}, TypeError),
+            ({"shape": (4,), "dtype": "u1", "fillvalue": 256}, ValueError),
+            ({"shape": (4,), "dtype": "i4", "fillvalue": 0.5}, ValueError),
+            ({"shape": (4,), "dtype": "i4", "fillvalue": float("nan")}, ValueError),
+            ({"shape": (4,), "dtype": "f4", "fillvalue": 1 + 1j}, ValueError),
+            ({"shape": (4,), "dtype": "f4", "fillvalue": "x"}, TypeError),
+            ({"shape": (4,), "chunk_size": 0}, ValueError),
+            ({"shape": (4, 4), "chunk_size": (2,)}, ValueError),
+            ({"shape": (4,), "chunk_size": (2.0,)}, ValueError),
+            ({"shape": (3,), "data": np.zeros(4)}, ValueError),
+            ({"attrs": {"x": object()}, "shape": (2,)}, TypeError),
+            ({}, TypeError),
+        ],
+    )
+    def test_bad_creation_input_writes_nothing(self, connection: Connection, kwargs: dict, error: type) -> None:
+        with pytest.raises(error):
+            connection.create_dataset("refused", **kwargs)
+        assert "refused" not in connection
+
+    def test_attrs_persist(self, connection: Connection) -> None:
+        ds = connection.create_dataset("attrs", shape=(3,), attrs={"units": "m"})
+        ds.attrs["scale"] = 0.5
+        ds.attrs.update(tags=["a", "b"], nested={"k": [1, 2]})
+        assert dict(connection["attrs"].attrs) == {
+            "units": "m", "scale": 0.5, "tags": ["a", "b"], "nested": {"k": [1, 2]}
+        }
+        del ds.attrs["units"]
+        assert "units" not in connection["attrs"].attrs
+        with pytest.raises(TypeError):
+            ds.attrs["bad"] = np.zeros(2)
+        with pytest.raises(TypeError):
+            ds.attrs["nan"] = float("nan")
+        assert set(connection["attrs"].attrs) == {"scale", "tags", "nested"}
+
+    def test_disconnected_refuses(self, connection: Connection) -> None:
+        ds = connection.create_dataset("closed", shape=(3,))
+        connection.disconnect()
+        try:
+            for call in (
+                lambda: connection.create_dataset("x", shape=(1,)),
+                lambda: connection["closed"],
+                lambda: list(connection),
+                lambda: ds[0],
+                lambda: ds.__setitem__(0, 1),
+            ):
+                with pytest.raises(ConnectionClosedError):
+                    call()
+        finally:
+            connection.connect()
+        assert ds[0] == 0
+
+    # -- whole-dataset operations ----------------------------------------------
+    def test_load(self, connection: Connection) -> None:
+        data = random_array((13, 6), "i8", 7)
+        ds = connection.create_dataset("load", shape=(13, 6), dtype="i8", chunk_size=(5, 4))
+        ds.load(data)
+        assert _same(ds[...], data)
+        other = connection.create_dataset("load2", shape=(13, 6), dtype="f4", chunk_size=(3, 3))
+        other.load(ds)  # from another dataset, with a cast
+        assert _same(other[...], data.astype("f4"))
+        with pytest.raises(ValueError):
+            ds.load(np.zeros((13, 5)))
+
+    def test_map_apply_clone_clear(self, connection: Connection) -> None:
+        data = random_array((10, 7), "f8", 8)
+        ds = connection.create_dataset("ops", data=data, chunk_size=(4, 4), attrs={"a": 1})
+        seen: list = []
+
+        def double(chunk: np.ndarray) -> np.ndarray:
+            seen.append(chunk.shape)
+            return chunk * 2
+
+        mapped = ds.map(double, "ops-mapped")
+        assert _same(mapped[...], data * 2)
+        if connection.engine.shares_memory and connection.engine.size == 1:
+            assert sorted(seen) == sorted([(4, 4), (4, 3), (4, 4), (4, 3), (2, 4), (2, 3)])
+        assert dict(mapped.attrs) == {"a": 1}
+        ds.apply(lambda c: c + 1)
+        assert _same(ds[...], data + 1)
+        empty = ds.clone("ops-clone")
+        assert empty.shape == ds.shape and empty.chunk_size == ds.chunk_size and empty.stored_chunks() == []
+        full = ds.clone("ops-copy", data=True)
+        assert _same(full[...], data + 1)
+        ds.clear()
+        assert ds.stored_chunks() == [] and _same(ds[...], np.zeros_like(data))
+        assert _same(full[...], data + 1)  # the copy is independent
+
+    def test_map_failure_leaves_nothing(self, connection: Connection) -> None:
+        ds = connection.create_dataset("mapfail", data=np.ones((6, 6)), chunk_size=3)
+        with pytest.raises(ValueError):
+            ds.map(lambda c: c[:1], "mapfail-out")
+        assert "mapfail-out" not in connection
+
+        def boom(chunk: np.ndarray) -> np.ndarray:
+            raise RuntimeError("boom")
+
+        with pytest.raises((RuntimeError, DosnaError)):
+            ds.map(boom, "mapfail-out2")
+        assert "mapfail-out2" not in connection
+
+    # -- chunks ------------------------------------------------------------------
+    def test_chunk_api(self, connection: Connection) -> None:
+        ds = connection.create_dataset("chunks", shape=(5, 5), dtype="i4", fillvalue=3, chunk_size=(2, 4))
+        chunk = ds.get_chunk((2, 1))
+        assert chunk.shape == (1, 1) and not chunk.exists()
+        assert _same(chunk.get_data(), np.full((1, 1), 3, "i4"))
+        ds.create_chunk((0, 0), np.arange(8).reshape(2, 4))
+        assert ds.has_chunk((0, 0)) and _same(ds[0:2, 0:4], np.arange(8, dtype="i4").reshape(2, 4))
+        c = ds.get_chunk((0, 0))
+        assert _same(c[1, ::-1], np.array([7, 6, 5, 4], "i4"))
+        c[0, 1:3] = 0
+        assert _same(ds[0, :4], np.array([0, 0, 0, 3], "i4"))
+        ds.create_chunk((1, 1))
+        assert ds.has_chunk((1, 1)) and _same(ds[2:4, 4], np.full(2, 3, "i4"))
+        ds.del_chunk((0, 0))
+        assert not ds.has_chunk((0, 0)) and _same(ds[0:2, 0:4], np.full((2, 4), 3, "i4"))
+        for bad in [(3, 0), (0, 2), (0,), (-1, 0)]:
+            with pytest.raises(IndexError):
+                ds.get_chunk(bad)
+
+    # -- NumPy oracle (hypothesis) ---------------------------------------------
+    if st is not None:
+
+        @given(case=index_cases())
+        @settings(
+            max_examples=_examples(),
+            deadline=None,
+            suppress_health_check=[
+                HealthCheck.function_scoped_fixture,
+                HealthCheck.too_slow,
+                HealthCheck.differing_executors,
+            ],
+        )
+        def test_numpy_oracle_get(self, connection: Connection, case: tuple) -> None:
+            shape, chunks, dtype, key = case
+            data = random_array(shape, dtype, 9)
+            name = self.new_name("get")
+            ds = connection.create_dataset(name, data=data, chunk_size=chunks)
+            try:
+                try:
+                    expected = data[key]
+                except IndexError:
+                    with pytest.raises(IndexError):
+                        ds[key]
+                    return
+                assert _same(ds[key], expected), (shape, chunks, key)
+            finally:
+                connection.del_dataset(name)
+
+        @given(case=index_cases(), seed=st.integers(0, 2**16))
+        @settings(
+            max_examples=_examples(),
+            deadline=None,
+            suppress_health_check=[
+                HealthCheck.function_scoped_fixture,
+                HealthCheck.too_slow,
+                HealthCheck.differing_executors,
+            ],
+        )
+        def test_numpy_oracle_set(self, connection: Connection, case: tuple, seed: int) -> None:
+            shape, chunks, dtype, key = case
+            data = random_array(shape, dtype, 10)
+            name = self.new_name("set")
+            ds = connection.create_dataset(name, shape=shape, dtype=dtype, fillvalue=1, chunk_size=chunks)
+            try:
+                ds.load(data)
+                try:
+                    target_shape = data[key].shape
+                except IndexError:
+                    with pytest.raises(IndexError):
+                        ds[key] = 0
+                    return
+                rng = np.random.default_rng(seed)
+                # a value of the target shape, or one that broadcasts to it
+                vshape = tuple(1 if rng.random() < 0.3 else n for n in target_shape)
+                vshape = vshape[int(rng.integers(0, len(vshape) + 1)) :] if rng.random() < 0.3 else vshape
+                value = random_array(vshape, dtype, seed)
+                data[key] = value
+                ds[key] = value
+                assert _same(ds[...], data), (shape, chunks, key, vshape)
+            finally:
+                connection.del_dataset(name)
