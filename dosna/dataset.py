@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Attributes", "DataChunk", "Dataset"]
 
+#: Chunk parts at least this large are worth a thread or a direct read.
+DIRECT_READ_BYTES = 1 << 16
+
 
 class Attributes(MutableMapping):
     """A dataset's user attributes: a dict of JSON values stored with its metadata.
@@ -200,13 +203,30 @@ class Dataset:
         sel = plan(key, self.shape, self.chunk_size)
         out = np.empty(sel.shape, self.dtype)
         if sel.size:
-            self.engine.run(partial(self._read_part, backend, out), sel.parts())
+            self.engine.run(
+                partial(self._read_part, backend, out), sel.parts(), self._read_threads(backend, sel)
+            )
         return sel.to_numpy(out)
 
     get_data = __getitem__
 
+    def _read_threads(self, backend, sel) -> int:
+        # Small parts are read in the calling thread: per-chunk Python work
+        # dominates and threads would only contend for the GIL.
+        if backend.io_threads == 1:
+            return 1
+        per_part = sel.size * self.dtype.itemsize / max(1, sel.chunk_count())
+        return backend.io_threads if per_part >= DIRECT_READ_BYTES else 1
+
     def _read_part(self, backend, out: np.ndarray, part: ChunkPart) -> None:
         idx, chunk_sel, out_sel = part
+        target = out[out_sel]
+        if target.nbytes >= DIRECT_READ_BYTES and target.flags.c_contiguous:
+            shape = self._meta.chunk_shape(idx)
+            if covers_chunk(chunk_sel, shape):  # read straight into the output
+                if not backend.read_chunk_into(self._meta, idx, target.reshape(shape)):
+                    target[...] = self.fillvalue
+                return
         data = backend.read_chunk_part(self._meta, idx, chunk_sel)
         out[out_sel] = self.fillvalue if data is None else data
 
@@ -216,7 +236,7 @@ class Dataset:
         sel = plan(key, self.shape, self.chunk_size)
         values = prepare_values(sel, value, self.dtype)
         if sel.size:
-            self.engine.run(partial(self._write_part, backend, values), sel.parts())
+            self.engine.run(partial(self._write_part, backend, values), sel.parts(), backend.io_threads)
 
     def set_data(self, values: Any, slices: Any = Ellipsis) -> None:
         """``ds[slices] = values`` (the original DosNa spelling)."""
@@ -252,7 +272,8 @@ class Dataset:
         if tuple(src.shape) != self.shape:
             raise ValueError(f"cannot load data of shape {tuple(src.shape)} into {self.shape}")
         backend = self.backend
-        self.engine.run_collective(partial(self._load_chunk, backend, src), self.chunk_indices())
+        threads = backend.io_threads if isinstance(src, np.ndarray) else 1  # h5py is not thread-safe
+        self.engine.run_collective(partial(self._load_chunk, backend, src), self.chunk_indices(), threads)
 
     def _load_chunk(self, backend, src: Any, idx: tuple[int, ...]) -> None:
         block = np.asarray(src[self._meta.chunk_region(idx)])
@@ -327,7 +348,9 @@ class Dataset:
             backend = self.backend
             try:
                 self.engine.run_collective(
-                    partial(self._copy_chunk, backend, out), sorted(backend.list_chunks(self._meta))
+                    partial(self._copy_chunk, backend, out),
+                    sorted(backend.list_chunks(self._meta)),
+                    backend.io_threads,
                 )
             except BaseException:
                 out.connection._delete_quietly_collective(out.name)
@@ -343,7 +366,9 @@ class Dataset:
         """Delete every stored chunk: the whole dataset reads as the fill value."""
         backend = self.backend
         self.engine.run_collective(
-            partial(backend.delete_chunk, self._meta), sorted(backend.list_chunks(self._meta))
+            partial(backend.delete_chunk, self._meta),
+            sorted(backend.list_chunks(self._meta)),
+            backend.io_threads,
         )
 
     def delete(self) -> None:

@@ -14,7 +14,9 @@ the front when integer indices are not next to it), and
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ __all__ = [
     "plan",
     "prepare_values",
     "read_selection",
+    "selected_fraction",
     "write_selection",
 ]
 
@@ -46,21 +49,18 @@ _INVALID_INDEX = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class IntDim:
     """A single integer on an axis: the axis is dropped from the result."""
 
     index: int
     chunk_len: int
 
-    length = None  # no result axis
-
     def parts(self) -> list[tuple[int, int, None]]:
-        c = self.chunk_len
-        return [(self.index // c, self.index % c, None)]
+        return [(self.index // self.chunk_len, self.index % self.chunk_len, None)]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SliceDim:
     """A slice with a normalised start, a non-zero step and ``length`` items."""
 
@@ -70,25 +70,25 @@ class SliceDim:
     chunk_len: int
 
     def parts(self) -> list[tuple[int, slice, slice]]:
-        n, c = self.length, self.chunk_len
-        if n == 0:
-            return []
-        step = self.step
-        if step > 0:
-            lo_idx = self.start
-            return list(_ascending_parts(lo_idx, step, n, c))
-        # A negative step visits the same indices as the ascending progression
-        # from its last index; output positions run backwards.
-        lo_idx = self.start + (n - 1) * step
-        out = []
-        for j, sl, osl in _ascending_parts(lo_idx, -step, n, c):
-            count = osl.stop - osl.start
-            first = sl.start + (count - 1) * sl.step
-            stop = sl.start - 1
-            out.append(
-                (j, slice(first, stop if stop >= 0 else None, step), slice(n - osl.stop, n - osl.start))
-            )
-        return out
+        return _slice_parts(self.start, self.step, self.length, self.chunk_len)
+
+
+@functools.lru_cache(maxsize=4096)
+def _slice_parts(start: int, step: int, n: int, c: int) -> list[tuple[int, slice, slice]]:
+    """Chunk parts of a slice (cached: repeated access patterns reuse them)."""
+    if n == 0:
+        return []
+    if step > 0:
+        return list(_ascending_parts(start, step, n, c))
+    # A negative step visits the same indices as the ascending progression
+    # from its last index; output positions run backwards.
+    out = []
+    for j, sl, osl in _ascending_parts(start + (n - 1) * step, -step, n, c):
+        count = osl.stop - osl.start
+        first = sl.start + (count - 1) * sl.step
+        stop = sl.start - 1
+        out.append((j, slice(first, stop if stop >= 0 else None, step), slice(n - osl.stop, n - osl.start)))
+    return out
 
 
 def _ascending_parts(start: int, step: int, n: int, c: int) -> Iterator[tuple[int, slice, slice]]:
@@ -105,7 +105,7 @@ def _ascending_parts(start: int, step: int, n: int, c: int) -> Iterator[tuple[in
         yield j, slice(first, first + (k1 - k0 - 1) * step + 1, step), slice(k0, k1)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(slots=True, eq=False)
 class ArrayDim:
     """A 1-D array of non-negative integer indices on one axis (any order, repeats allowed)."""
 
@@ -133,7 +133,7 @@ class ArrayDim:
 Dim = IntDim | SliceDim | ArrayDim
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Selection:
     """A normalised key for an array of a given shape and chunk shape.
 
@@ -158,18 +158,27 @@ class Selection:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     def parts(self) -> Iterator[ChunkPart]:
         """Yield, for each chunk touched, its index, its selection and the output selection."""
         per_dim = [d.parts() for d in self.dims]
-        keep = [not isinstance(d, IntDim) for d in self.dims]
-        for combo in itertools.product(*per_dim):
-            yield (
-                tuple(p[0] for p in combo),
-                tuple(p[1] for p in combo),
-                tuple(p[2] for p, k in zip(combo, keep) if k),
-            )
+        keep = [i for i, d in enumerate(self.dims) if not isinstance(d, IntDim)]
+        if not self.dims:
+            yield (), (), ()
+        elif len(keep) == len(self.dims):
+            for combo in itertools.product(*per_dim):
+                idx, chunk_sel, out_sel = zip(*combo)
+                yield idx, chunk_sel, out_sel
+        else:
+            pick = operator.itemgetter(*keep) if len(keep) > 1 else None
+            for combo in itertools.product(*per_dim):
+                idx, chunk_sel, out_sel = zip(*combo)
+                if pick is not None:
+                    out_sel = pick(out_sel)
+                else:
+                    out_sel = (out_sel[keep[0]],) if keep else ()
+                yield idx, chunk_sel, out_sel
 
     def chunk_count(self) -> int:
         """How many chunks the selection touches."""
@@ -219,6 +228,10 @@ def plan(key: Any, shape: Sequence[int], chunk_size: Sequence[int]) -> Selection
     if not isinstance(key, tuple):
         key = (key,)
     ndim = len(shape)
+    if len(key) == ndim:
+        fast = _plan_basic(key, shape, chunk_size)
+        if fast is not None:
+            return fast
     entries: list[Any] = []
     has_ellipsis = False
     for k in key:
@@ -338,21 +351,44 @@ def plan(key: Any, shape: Sequence[int], chunk_size: Sequence[int]) -> Selection
     return Selection(tuple(dims), tuple(canonical), numpy_shape, scalar, array_axis, array_first)
 
 
+def _plan_basic(key: tuple, shape: Sequence[int], chunk_size: Sequence[int]) -> Selection | None:
+    """The common case, planned quickly: one int or slice per axis. None otherwise."""
+    dims: list[Dim] = []
+    out: list[int] = []
+    for k, size, chunk in zip(key, shape, chunk_size):
+        kind = type(k)
+        if kind is int:
+            if not -size <= k < size:
+                return None  # let the general path raise NumPy's error
+            dims.append(IntDim(k + size if k < 0 else k, chunk))
+        elif kind is slice:
+            start, stop, step = k.indices(size)
+            n = len(range(start, stop, step))
+            dims.append(SliceDim(start, step, n, chunk))
+            out.append(n)
+        else:
+            return None
+    shape_t = tuple(out)
+    return Selection(tuple(dims), shape_t, shape_t, not shape_t, None, False)
+
+
 def _split_array(sel: ChunkSel) -> tuple[ChunkSel, int, np.ndarray | None]:
     """Split a chunk selection into its basic part and its index array (if any)."""
     for pos, s in enumerate(sel):
-        if isinstance(s, np.ndarray):
+        if s.__class__ is np.ndarray:
             basic = (*sel[:pos], slice(None), *sel[pos + 1 :])
-            axis = sum(1 for t in sel[:pos] if not isinstance(t, int))
+            axis = sum(1 for t in sel[:pos] if t.__class__ is not int)
             return basic, axis, s
     return sel, 0, None
 
 
 def read_selection(chunk: np.ndarray, sel: ChunkSel) -> np.ndarray:
     """``chunk[sel]`` in the canonical layout (an index array stays in place)."""
-    basic, axis, arr = _split_array(sel)
-    view = chunk[basic]
-    return view if arr is None else np.take(view, arr, axis=axis)
+    for s in sel:
+        if s.__class__ is np.ndarray:
+            basic, axis, arr = _split_array(sel)
+            return np.take(chunk[basic], arr, axis=axis)
+    return chunk[sel]
 
 
 def write_selection(chunk: np.ndarray, sel: ChunkSel, values: Any) -> None:
@@ -363,6 +399,22 @@ def write_selection(chunk: np.ndarray, sel: ChunkSel, values: Any) -> None:
     else:
         view = chunk[basic]
         view[(slice(None),) * axis + (arr,)] = values
+
+
+def selected_fraction(sel: ChunkSel, chunk_shape: Sequence[int]) -> float:
+    """Which fraction of a chunk the bounding box of ``sel`` spans (0 to 1)."""
+    fraction = 1.0
+    for s, n in zip(sel, chunk_shape):
+        if s.__class__ is int:
+            extent = 1
+        elif s.__class__ is slice:
+            first, stop, step = s.indices(n)
+            count = len(range(first, stop, step))
+            extent = (count - 1) * abs(step) + 1 if count else 0
+        else:
+            extent = int(s.max() - s.min() + 1) if len(s) else 0
+        fraction *= extent / n if n else 0.0
+    return fraction
 
 
 def covers_chunk(sel: ChunkSel, chunk_shape: Sequence[int]) -> bool:

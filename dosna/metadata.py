@@ -233,6 +233,11 @@ class DatasetMeta:
         return len(self.shape)
 
     @property
+    def chunk_nbytes(self) -> int:
+        """Bytes in a full chunk."""
+        return math.prod(self.chunk_size) * self.dtype.itemsize
+
+    @property
     def chunk_grid(self) -> tuple[int, ...]:
         """Number of chunks along each axis."""
         return tuple(-(-s // c) for s, c in zip(self.shape, self.chunk_size))

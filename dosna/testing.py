@@ -54,7 +54,9 @@ def random_array(shape: tuple[int, ...], dtype: Any, seed: int = 0) -> np.ndarra
         return np.asarray(rng.integers(0, 2, shape), dtype=dt)
     if dt.kind in "iu":
         info = np.iinfo(dt)
-        return np.asarray(rng.integers(max(info.min, -1000), min(info.max, 1000), shape, endpoint=True), dtype=dt)
+        return np.asarray(
+            rng.integers(max(info.min, -1000), min(info.max, 1000), shape, endpoint=True), dtype=dt
+        )
     values = rng.standard_normal(shape) * 100
     if dt.kind == "c":
         values = values + 1j * rng.standard_normal(shape)
@@ -207,7 +209,14 @@ class ConformanceSuite:
 
     @pytest.mark.parametrize(
         "dtype,fill",
-        [("f4", float("nan")), ("f8", float("-inf")), ("c16", 1 - 2j), ("?", True), ("u8", 2**64 - 1), ("i1", -128)],
+        [
+            ("f4", float("nan")),
+            ("f8", float("-inf")),
+            ("c16", 1 - 2j),
+            ("?", True),
+            ("u8", 2**64 - 1),
+            ("i1", -128),
+        ],
     )
     def test_fillvalue_round_trip(self, connection: Connection, dtype: str, fill: Any) -> None:
         name = self.new_name("fill")
@@ -242,10 +251,21 @@ class ConformanceSuite:
         data = random_array((11, 9, 6), "f8", 6)
         ds = connection.create_dataset("idx", data=data, chunk_size=(4, 4, 4))
         keys = [
-            (slice(None, None, -1),), (slice(10, 0, -3), Ellipsis, 2), (-1, -1, -1), (np.int64(3),),
-            (None, 2, None, slice(1, 8, 2)), (Ellipsis, None), ([1, 1, 10, 0],), (slice(None), [5, 0, 2]),
-            (0, slice(None), [1, 3]), (np.arange(11) % 2 == 0, 3), (Ellipsis, np.array([-1, 0])),
-            (slice(20, 30),), (slice(3, 3),), (2, Ellipsis, 1), (np.uint8(1), slice(None, None, 4)),
+            (slice(None, None, -1),),
+            (slice(10, 0, -3), Ellipsis, 2),
+            (-1, -1, -1),
+            (np.int64(3),),
+            (None, 2, None, slice(1, 8, 2)),
+            (Ellipsis, None),
+            ([1, 1, 10, 0],),
+            (slice(None), [5, 0, 2]),
+            (0, slice(None), [1, 3]),
+            (np.arange(11) % 2 == 0, 3),
+            (Ellipsis, np.array([-1, 0])),
+            (slice(20, 30),),
+            (slice(3, 3),),
+            (2, Ellipsis, 1),
+            (np.uint8(1), slice(None, None, 4)),
         ]
         for key in keys:
             assert _same(ds[key], data[key]), key
@@ -350,7 +370,9 @@ class ConformanceSuite:
             ({}, TypeError),
         ],
     )
-    def test_bad_creation_input_writes_nothing(self, connection: Connection, kwargs: dict, error: type) -> None:
+    def test_bad_creation_input_writes_nothing(
+        self, connection: Connection, kwargs: dict, error: type
+    ) -> None:
         with pytest.raises(error):
             connection.create_dataset("refused", **kwargs)
         assert "refused" not in connection
@@ -360,7 +382,10 @@ class ConformanceSuite:
         ds.attrs["scale"] = 0.5
         ds.attrs.update(tags=["a", "b"], nested={"k": [1, 2]})
         assert dict(connection["attrs"].attrs) == {
-            "units": "m", "scale": 0.5, "tags": ["a", "b"], "nested": {"k": [1, 2]}
+            "units": "m",
+            "scale": 0.5,
+            "tags": ["a", "b"],
+            "nested": {"k": [1, 2]},
         }
         del ds.attrs["units"]
         assert "units" not in connection["attrs"].attrs

@@ -56,6 +56,10 @@ class Backend(ABC):
     name: ClassVar[str] = ""
     #: Whether separate processes share what this backend stores.
     shared_between_processes: ClassVar[bool] = True
+    #: Concurrent chunk requests the backend serves best (a hint engines use for
+    #: slicing, load, clear and copies; user functions never run concurrently
+    #: because of it).
+    io_threads: int = 1
 
     def __init__(self, name: str, **options: Any) -> None:
         self.connection_name = name
@@ -106,6 +110,14 @@ class Backend(ABC):
         """``chunk[sel]`` in the canonical layout, or None if the chunk is missing."""
         data = self.read_chunk(meta, idx)
         return None if data is None else read_selection(data, sel)
+
+    def read_chunk_into(self, meta: DatasetMeta, idx: tuple[int, ...], out: np.ndarray) -> bool:
+        """Read the whole chunk ``idx`` into ``out`` (C-contiguous, chunk shape); False if missing."""
+        data = self.read_chunk(meta, idx)
+        if data is None:
+            return False
+        out[...] = data
+        return True
 
     @abstractmethod
     def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:

@@ -13,12 +13,55 @@ An engine never touches a backend. The dataset layer hands it plain callables:
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "run_in_threads"]
 
 T = TypeVar("T")
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _thread_pool(size: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        pool = _pools.get(size)
+        if pool is None:
+            pool = _pools[size] = ThreadPoolExecutor(size, thread_name_prefix=f"dosna-io{size}")
+        return pool
+
+
+def _forget_pools() -> None:  # a forked child has the objects but not the threads
+    _pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
+def run_in_threads(func: Callable[[T], Any], items: Sequence[T], threads: int) -> None:
+    """Call ``func`` on every item from ``threads`` threads; wait for all, then raise the first error."""
+    batches = [items[i :: threads * 4] for i in range(min(len(items), threads * 4))]
+    pool = _thread_pool(threads)
+    cancelled = threading.Event()
+
+    def run_batch(batch: Sequence[T]) -> None:
+        for item in batch:
+            if cancelled.is_set():
+                return
+            func(item)
+
+    futures = [pool.submit(run_batch, b) for b in batches]
+    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    if any(f.exception() for f in done):
+        cancelled.set()
+    wait(futures)
+    for f in futures:
+        if f.exception() is not None:
+            raise f.exception()
 
 
 class Engine:
@@ -50,8 +93,17 @@ class Engine:
     def check_backend(self, backend: Any) -> None:
         """Refuse a backend this engine cannot work with (raise DosnaError)."""
 
-    def run(self, func: Callable[[T], Any], items: Iterable[T]) -> None:
-        """Call ``func`` on every item; raise the first error once all tasks have stopped."""
+    def run(self, func: Callable[[T], Any], items: Iterable[T], io_threads: int = 1) -> None:
+        """Call ``func`` on every item; raise the first error once all tasks have stopped.
+
+        ``io_threads`` > 1 says the tasks are chunk I/O that the backend serves
+        best with that many concurrent requests; the tasks are then thread-safe.
+        """
+        if io_threads > 1:
+            items = list(items)
+            if len(items) > 1:
+                run_in_threads(func, items, io_threads)
+                return
         for item in items:
             func(item)
 
@@ -63,9 +115,9 @@ class Engine:
         """The items this process handles in a collective step."""
         return items
 
-    def run_collective(self, func: Callable[[T], Any], items: Sequence[T]) -> None:
+    def run_collective(self, func: Callable[[T], Any], items: Sequence[T], io_threads: int = 1) -> None:
         """Every process of the job runs ``func`` on its share of ``items``."""
-        self.run(func, self.share(items))
+        self.run(func, self.share(items), io_threads)
 
     def collective(self, func: Callable[[], T]) -> T:
         """Run ``func`` once for the job (on the root) and return its result everywhere."""

@@ -1,0 +1,390 @@
+"""dosna next to its peers, in one run: zarr, TensorStore, h5py and a NumPy copy.
+
+Workloads (the sizes of ../docs/benchmarks.md):
+
+- W1: float32 (512, 512, 512), chunks (64, 64, 64): full write, full read, 100
+  random chunk-aligned 64^3 reads, 100 random unaligned 100^3 reads, 1000 row
+  reads ``ds[i, j, :]``.
+- W2: float32 (1024, 1024), chunks (32, 32) (4 KiB chunks): full write, full read.
+
+Systems are interleaved (A B C, A B C, ...) and every figure is the best and the
+median of ``--repeat`` rounds, because this kind of machine is noisy. Ratios are
+dosna / peer on best times. ``--quick`` uses small sizes (used by the test run so
+that this script keeps working; its figures mean nothing).
+
+Usage::
+
+    python benchmarks/compare.py [--quick] [--repeat 3] [--systems dosna-hdf5,tensorstore-file]
+                                 [--json out.json] [--plot out.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import dosna as dn
+
+
+# -- systems -------------------------------------------------------------------
+@dataclass
+class Workload:
+    name: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    ops: list[str]
+    n_aligned: int = 100
+    n_unaligned: int = 100
+    unaligned: int = 100
+    n_rows: int = 1000
+    data: np.ndarray = field(default=None, repr=False)
+
+
+class System:
+    """One storage system under test: make an array, then write/read it."""
+
+    name = ""
+    family = ""  # "memory" or "file": which peers a dosna backend is compared with
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = workdir
+
+    def create(self, wl: Workload) -> None:
+        raise NotImplementedError
+
+    def write(self, data: np.ndarray) -> None:
+        self.array[...] = data
+
+    def read(self, key) -> np.ndarray:
+        return np.asarray(self.array[key])
+
+    def close(self) -> None:
+        self.array = None
+        path = os.path.join(self.workdir, self.name)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class NumpyCopy(System):
+    name, family = "numpy-copy", "memory"
+
+    def create(self, wl):
+        self.array = np.empty(wl.shape, "f4")
+
+    def read(self, key):
+        return self.array[key].copy()
+
+
+class DosnaSystem(System):
+    def __init__(self, workdir, backend, family, **options):
+        super().__init__(workdir)
+        self.name, self.family = f"dosna-{backend}", family
+        self.backend, self.options = backend, options
+
+    def create(self, wl):
+        if self.backend == "hdf5":
+            self.options["directory"] = os.path.join(self.workdir, self.name)
+        self.con = dn.Connection(f"bench-{os.getpid()}", backend=self.backend, **self.options).connect()
+        with contextlib.suppress(dn.DatasetNotFoundError):
+            self.con.del_dataset(wl.name)
+        self.array = self.con.create_dataset(wl.name, shape=wl.shape, dtype="f4", chunk_size=wl.chunks)
+
+    def read(self, key):
+        return self.array[key]
+
+    def close(self):
+        self.array.delete()
+        self.con.disconnect()
+        super().close()
+
+
+class ZarrSystem(System):
+    def __init__(self, workdir, local):
+        super().__init__(workdir)
+        self.local = local
+        self.name, self.family = ("zarr-local", "file") if local else ("zarr-memory", "memory")
+
+    def create(self, wl):
+        import zarr
+        from zarr.storage import LocalStore, MemoryStore
+
+        store = LocalStore(os.path.join(self.workdir, self.name)) if self.local else MemoryStore()
+        self.array = zarr.create_array(
+            store=store, shape=wl.shape, chunks=wl.chunks, dtype="f4", compressors=None, fill_value=0
+        )
+
+
+class TensorStoreSystem(System):
+    def __init__(self, workdir, file):
+        super().__init__(workdir)
+        self.file = file
+        self.name, self.family = ("tensorstore-file", "file") if file else ("tensorstore-memory", "memory")
+
+    def create(self, wl):
+        import tensorstore as ts
+
+        kvstore = (
+            {"driver": "file", "path": os.path.join(self.workdir, self.name)}
+            if self.file
+            else {"driver": "memory"}
+        )
+        spec = {
+            "driver": "zarr3",
+            "kvstore": kvstore,
+            "metadata": {
+                "shape": list(wl.shape),
+                "data_type": "float32",
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(wl.chunks)}},
+                "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+            },
+            "create": True,
+            "delete_existing": True,
+        }
+        context = ts.Context({"file_io_sync": False})
+        self.array = ts.open(spec, context=context).result()
+
+    def write(self, data):
+        self.array[...].write(data).result()
+
+    def read(self, key):
+        return self.array[key].read().result()
+
+
+class H5pySystem(System):
+    name, family = "h5py", "file"
+
+    def create(self, wl):
+        import h5py
+
+        os.makedirs(os.path.join(self.workdir, self.name), exist_ok=True)
+        self.file = h5py.File(os.path.join(self.workdir, self.name, "bench.h5"), "w")
+        self.array = self.file.create_dataset("d", shape=wl.shape, dtype="f4", chunks=wl.chunks)
+
+    def close(self):
+        self.file.close()
+        super().close()
+
+
+def make_systems(workdir: str, wanted: list[str] | None) -> list[System]:
+    systems: list[System] = [
+        NumpyCopy(workdir),
+        DosnaSystem(workdir, "ram", "memory"),
+        ZarrSystem(workdir, local=False),
+        TensorStoreSystem(workdir, file=False),
+        DosnaSystem(workdir, "hdf5", "file"),
+        ZarrSystem(workdir, local=True),
+        TensorStoreSystem(workdir, file=True),
+        H5pySystem(workdir),
+    ]
+    if wanted:
+        systems = [s for s in systems if s.name in wanted]
+    usable = []
+    for s in systems:
+        try:
+            if s.name.startswith(("zarr", "tensorstore", "h5py")):
+                __import__(s.name.split("-")[0])
+            usable.append(s)
+        except ImportError as exc:
+            print(f"skipping {s.name}: {exc}", file=sys.stderr)
+    return usable
+
+
+# -- workloads -----------------------------------------------------------------
+def timed(func: Callable[[], object]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def run_ops(system: System, wl: Workload, rng_seed: int) -> dict[str, tuple[float, float]]:
+    """Run every op of ``wl`` once on ``system``: {op: (seconds, amount)}."""
+    rng = np.random.default_rng(rng_seed)
+    nbytes = wl.data.nbytes
+    out: dict[str, tuple[float, float]] = {}
+    system.create(wl)
+    try:
+        out["write"] = (timed(lambda: system.write(wl.data)), nbytes)
+        box: list[np.ndarray] = []
+        out["read"] = (timed(lambda: box.append(system.read(Ellipsis))), nbytes)
+        if not np.array_equal(box.pop(), wl.data):
+            raise AssertionError(f"{system.name} read back wrong data")
+        if "aligned" in wl.ops:
+            grid = [s // c for s, c in zip(wl.shape, wl.chunks)]
+            keys = [
+                tuple(slice(int(i) * c, (int(i) + 1) * c) for i, c in zip(rng.integers(0, grid), wl.chunks))
+                for _ in range(wl.n_aligned)
+            ]
+            amount = wl.n_aligned * int(np.prod(wl.chunks)) * 4
+            out["aligned"] = (timed(lambda: [system.read(k) for k in keys]), amount)
+        if "unaligned" in wl.ops:
+            u = wl.unaligned
+            keys = [
+                tuple(slice(int(i), int(i) + u) for i in rng.integers(0, [s - u for s in wl.shape]))
+                for _ in range(wl.n_unaligned)
+            ]
+            amount = wl.n_unaligned * u ** len(wl.shape) * 4
+            out["unaligned"] = (timed(lambda: [system.read(k) for k in keys]), amount)
+        if "rows" in wl.ops:
+            keys = [(int(i), int(j), slice(None)) for i, j in rng.integers(0, wl.shape[:2], (wl.n_rows, 2))]
+            amount = wl.n_rows * wl.shape[2] * 4
+            out["rows"] = (timed(lambda: [system.read(k) for k in keys]), amount)
+    finally:
+        system.close()
+    return out
+
+
+PEERS = {
+    "memory": ["numpy-copy", "tensorstore-memory", "zarr-memory"],
+    "file": ["tensorstore-file", "zarr-local", "h5py"],
+}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round (a smoke test)")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--systems", default="", help="comma-separated subset of systems")
+    parser.add_argument("--workloads", default="W1,W2", help="W1, W2 or both")
+    parser.add_argument("--workdir", default=None, help="where file-based stores go (default: a temp dir)")
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--plot", default=None, help="write a bar chart of the ratios here (PNG)")
+    args = parser.parse_args(argv)
+
+    if args.quick:
+        w1 = Workload("W1", (64, 64, 64), (16, 16, 16), ["aligned", "unaligned", "rows"], 10, 10, 20, 50)
+        w2 = Workload("W2", (128, 128), (32, 32), [])
+        args.repeat = 1
+    else:
+        w1 = Workload("W1", (512, 512, 512), (64, 64, 64), ["aligned", "unaligned", "rows"])
+        w2 = Workload("W2", (1024, 1024), (32, 32), [])
+    workloads = [w for w in (w1, w2) if w.name in args.workloads.split(",")]
+    workdir = args.workdir or tempfile.mkdtemp(prefix="dosna-bench-")
+    systems = make_systems(workdir, [s for s in args.systems.split(",") if s] or None)
+
+    times: dict = {}
+    try:
+        for wl in workloads:
+            wl.data = np.random.default_rng(0).standard_normal(wl.shape, dtype="f4")
+            for rnd in range(args.repeat):
+                for system in systems:
+                    print(
+                        f"{wl.name} round {rnd + 1}/{args.repeat}: {system.name}", file=sys.stderr, flush=True
+                    )
+                    for op, (sec, amount) in run_ops(system, wl, rnd).items():
+                        times.setdefault(wl.name, {}).setdefault(system.name, {}).setdefault(op, []).append(
+                            (sec, amount)
+                        )
+            wl.data = None
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    report = summarise(times, systems, workloads)
+    print_report(report)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if args.plot:
+        plot(report, args.plot)
+    return report
+
+
+def rate(amount: float, sec: float, op: str, wl: Workload) -> float:
+    """MB/s, or chunks/s for W2."""
+    if wl.name == "W2":
+        return (amount / (int(np.prod(wl.chunks)) * 4)) / sec
+    return amount / sec / 1e6
+
+
+def summarise(times: dict, systems: list[System], workloads: list[Workload]) -> dict:
+    families = {s.name: s.family for s in systems}
+    report: dict = {"unit": {"W1": "MB/s", "W2": "chunks/s"}, "rates": {}, "ratios": {}}
+    for wl in workloads:
+        per = times.get(wl.name, {})
+        rates = {}
+        for name, ops in per.items():
+            rates[name] = {}
+            for op, runs in ops.items():
+                values = [rate(a, s, op, wl) for s, a in runs]
+                rates[name][op] = {"best": max(values), "median": statistics.median(values)}
+        report["rates"][wl.name] = rates
+        ratios = {}
+        for name in rates:
+            if not name.startswith("dosna-"):
+                continue
+            for peer in PEERS[families[name]]:
+                if peer not in rates:
+                    continue
+                ratios[f"{name} / {peer}"] = {
+                    op: rates[name][op]["best"] / rates[peer][op]["best"]
+                    for op in rates[name]
+                    if op in rates[peer]
+                }
+        report["ratios"][wl.name] = ratios
+    return report
+
+
+def print_report(report: dict) -> None:
+    for wl, rates in report["rates"].items():
+        ops = sorted(
+            {op for r in rates.values() for op in r},
+            key=["write", "read", "aligned", "unaligned", "rows"].index,
+        )
+        print(f"\n{wl} ({report['unit'][wl]}, best / median)")
+        print(f"{'system':22}" + "".join(f"{op:>22}" for op in ops))
+        for name, r in rates.items():
+            cells = "".join(
+                f"{r[op]['best']:>12,.1f} / {r[op]['median']:<7,.1f}" if op in r else f"{'':>22}"
+                for op in ops
+            )
+            print(f"{name:22}{cells}")
+        print(f"\n{wl} ratios (dosna / peer, best times)")
+        for pair, r in report["ratios"][wl].items():
+            print(f"{pair:42}" + "".join(f"{op}={v:7.2f}x " for op, v in r.items()))
+
+
+def plot(report: dict, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return
+    panels = [(wl, pair, r) for wl, pairs in report["ratios"].items() for pair, r in pairs.items()]
+    fig, axes = plt.subplots(len(report["ratios"]), 1, figsize=(10, 4 * len(report["ratios"])), squeeze=False)
+    for ax, wl in zip(axes[:, 0], report["ratios"]):
+        pairs = [(pair, r) for w, pair, r in panels if w == wl]
+        ops = sorted(
+            {op for _, r in pairs for op in r}, key=["write", "read", "aligned", "unaligned", "rows"].index
+        )
+        width = 0.8 / max(1, len(pairs))
+        for k, (pair, r) in enumerate(pairs):
+            ax.bar([i + k * width for i in range(len(ops))], [r.get(op, 0) for op in ops], width, label=pair)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks([i + width * (len(pairs) - 1) / 2 for i in range(len(ops))], ops)
+        ax.set_ylabel("dosna / peer (higher is better)")
+        ax.set_title(f"{wl}: throughput ratio")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

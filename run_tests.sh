@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Run dosna's tests. Sets up .venv and installs everything the tests need first.
+#
+#   ./run_tests.sh                       everything: lint, all tests on every backend x engine,
+#                                        docs build, benchmark smoke run
+#   ./run_tests.sh --backend hdf5 --engine cpu [--connection DIR] [--connection-options k=v,...]
+#                                        the conformance suite for one combination
+#   ./run_tests.sh -- -k oracle -x       extra arguments after -- go to pytest
+set -euo pipefail
+cd "$(dirname "$0")"
+
+usage() {
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<'HELP'
+
+Options:
+  --backend NAME               ram, hdf5 (conformance suite only, for this backend)
+  --engine NAME                cpu (conformance suite only, with this engine)
+  --connection NAME            hdf5: an existing directory; other backends: pool/bucket/name
+  --connection-options K=V,..  backend options, e.g. fsync=true
+  --engine-options K=V,..      engine options
+  --examples N                 hypothesis cases per property test (default 1000)
+  --quick                      fewer hypothesis cases (100), no docs or benchmark
+  -h, --help                   this help
+
+Environment: DOSNA_VENV (default .venv), DOSNA_PYTHON (default python3.11 or python3).
+HELP
+}
+
+BACKEND="" ENGINE="" CONNECTION="" CONN_OPTS="" ENGINE_OPTS="" QUICK=0 EXAMPLES=1000
+PYTEST_EXTRA=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --backend) BACKEND=$2; shift 2 ;;
+        --engine) ENGINE=$2; shift 2 ;;
+        --connection) CONNECTION=$2; shift 2 ;;
+        --connection-options) CONN_OPTS=$2; shift 2 ;;
+        --engine-options) ENGINE_OPTS=$2; shift 2 ;;
+        --examples) EXAMPLES=$2; shift 2 ;;
+        --quick) QUICK=1; EXAMPLES=100; shift ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; PYTEST_EXTRA=("$@"); break ;;
+        *) echo "run_tests.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
+dosna_venv_setup dev,bench
+export DOSNA_HYPOTHESIS_EXAMPLES=$EXAMPLES
+
+SELECT=()
+[ -n "$BACKEND" ] && SELECT+=(--dosna-backend "$BACKEND")
+[ -n "$ENGINE" ] && SELECT+=(--dosna-engine "$ENGINE")
+[ -n "$CONNECTION" ] && SELECT+=(--dosna-connection "$CONNECTION")
+[ -n "$CONN_OPTS" ] && SELECT+=(--dosna-connection-options "$CONN_OPTS")
+[ -n "$ENGINE_OPTS" ] && SELECT+=(--dosna-engine-options "$ENGINE_OPTS")
+
+if [ ${#SELECT[@]} -gt 0 ]; then
+    echo "== conformance suite: ${SELECT[*]}"
+    exec "$PY" -m pytest -p no:cacheprovider tests/test_conformance.py "${SELECT[@]}" "${PYTEST_EXTRA[@]}"
+fi
+
+echo "== lint (ruff)"
+"$PY" -m ruff check dosna tests benchmarks examples
+
+echo "== tests (hypothesis: $EXAMPLES cases per property)"
+"$PY" -m pytest -p no:cacheprovider --timeout=900 --timeout-method=thread --durations=10 "${PYTEST_EXTRA[@]}"
+
+if [ "$QUICK" = 0 ]; then
+    echo "== docs (mkdocs build --strict)"
+    site=$(mktemp -d)
+    trap 'rm -rf "$site"' EXIT
+    "$PY" -m mkdocs build --strict --quiet --site-dir "$site"
+    echo "docs built: $(find "$site" -name '*.html' | wc -l) pages"
+
+    echo "== benchmark smoke run (benchmarks/compare.py --quick)"
+    "$PY" benchmarks/compare.py --quick --plot "$site/compare.png" > "$site/compare.txt"
+    tail -n 4 "$site/compare.txt"
+fi
+echo "== all done"
