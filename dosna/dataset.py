@@ -9,24 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import tasks
 from .errors import DatasetNotFoundError
-from .indexing import (
-    ChunkPart,
-    covers_chunk,
-    plan,
-    prepare_values,
-    read_selection,
-    write_selection,
-)
+from .indexing import plan, prepare_values, read_selection
 from .metadata import DatasetMeta
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connection import Connection
 
 __all__ = ["Attributes", "DataChunk", "Dataset"]
-
-#: Chunk parts at least this large are worth a thread or a direct read.
-DIRECT_READ_BYTES = 1 << 16
 
 
 class Attributes(MutableMapping):
@@ -74,6 +65,10 @@ class Attributes(MutableMapping):
 
     def __repr__(self) -> str:
         return f"<Attributes of {self._dataset.name!r}: {self._current()!r}>"
+
+
+def _write_item(backend, meta: DatasetMeta, item: tuple) -> None:
+    tasks.write_part(backend, meta, *item)
 
 
 class Dataset:
@@ -199,13 +194,16 @@ class Dataset:
     # -- slicing ---------------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
         """Read a selection; NumPy basic indexing plus one integer/boolean array axis."""
-        backend = self.backend
+        backend, meta = self.backend, self._meta
         sel = plan(key, self.shape, self.chunk_size)
         out = np.empty(sel.shape, self.dtype)
         if sel.size:
-            self.engine.run(
-                partial(self._read_part, backend, out), sel.parts(), self._read_threads(backend, sel)
-            )
+            if self.engine.shares_memory:
+                threads = self._read_threads(backend, sel)
+                self.engine.run(partial(tasks.read_part_into, backend, meta, out), sel.parts(), threads)
+            else:
+                for out_sel, data in self.engine.imap(partial(tasks.read_part, backend, meta), sel.parts()):
+                    out[out_sel] = self.fillvalue if data is None else data
         return sel.to_numpy(out)
 
     get_data = __getitem__
@@ -216,19 +214,7 @@ class Dataset:
         if backend.io_threads == 1:
             return 1
         per_part = sel.size * self.dtype.itemsize / max(1, sel.chunk_count())
-        return backend.io_threads if per_part >= DIRECT_READ_BYTES else 1
-
-    def _read_part(self, backend, out: np.ndarray, part: ChunkPart) -> None:
-        idx, chunk_sel, out_sel = part
-        target = out[out_sel]
-        if target.nbytes >= DIRECT_READ_BYTES and target.flags.c_contiguous:
-            shape = self._meta.chunk_shape(idx)
-            if covers_chunk(chunk_sel, shape):  # read straight into the output
-                if not backend.read_chunk_into(self._meta, idx, target.reshape(shape)):
-                    target[...] = self.fillvalue
-                return
-        data = backend.read_chunk_part(self._meta, idx, chunk_sel)
-        out[out_sel] = self.fillvalue if data is None else data
+        return backend.io_threads if per_part >= tasks.DIRECT_READ_BYTES else 1
 
     def __setitem__(self, key: Any, value: Any) -> None:
         """Write a selection; ``value`` is cast and broadcast as NumPy does."""
@@ -236,66 +222,59 @@ class Dataset:
         sel = plan(key, self.shape, self.chunk_size)
         values = prepare_values(sel, value, self.dtype)
         if sel.size:
-            self.engine.run(partial(self._write_part, backend, values), sel.parts(), backend.io_threads)
+            work = ((idx, chunk_sel, values[out_sel]) for idx, chunk_sel, out_sel in sel.parts())
+            self.engine.run(partial(_write_item, backend, self._meta), work, backend.io_threads)
 
     def set_data(self, values: Any, slices: Any = Ellipsis) -> None:
         """``ds[slices] = values`` (the original DosNa spelling)."""
         self[slices] = values
-
-    def _write_part(self, backend, values: np.ndarray, part: ChunkPart) -> None:
-        idx, chunk_sel, out_sel = part
-        shape = self._meta.chunk_shape(idx)
-        part_values = values[out_sel]
-        if covers_chunk(chunk_sel, shape):
-            backend.write_chunk(self._meta, idx, np.reshape(part_values, shape))
-            return
-        current = backend.read_chunk(self._meta, idx)
-        buf = np.full(shape, self.fillvalue, self.dtype) if current is None else np.array(current)
-        write_selection(buf, chunk_sel, part_values)
-        backend.write_chunk(self._meta, idx, buf)
 
     # -- whole-dataset operations ------------------------------------------------
     def chunk_indices(self) -> list[tuple[int, ...]]:
         """Every chunk index of the grid, in C order."""
         return list(itertools.product(*(range(g) for g in self.chunk_grid)))
 
+    def chunks_for_rank(self) -> list[tuple[int, ...]]:
+        """The chunk indices this process handles in collective operations.
+
+        With the mpi engine each rank gets a contiguous, disjoint share of the
+        chunk grid (together they cover it); with other engines, every chunk.
+        """
+        return list(self.engine.share(self.chunk_indices()))
+
+    def slab_for_rank(self, axis: int = 0) -> tuple[slice, ...]:
+        """The slab of the dataset this process should work on, split along ``axis``.
+
+        Slabs follow chunk boundaries (so writes from different ranks never
+        touch the same chunk), are disjoint and together cover the dataset. A
+        rank may get an empty slab when there are fewer chunks than ranks.
+        """
+        if not -self.ndim <= axis < self.ndim:
+            raise IndexError(f"axis {axis} is out of bounds for a {self.ndim}-d dataset")
+        axis %= self.ndim
+        mine = self.engine.share(list(range(self.chunk_grid[axis])))
+        c, n = self.chunk_size[axis], self.shape[axis]
+        start = min(mine[0] * c, n) if mine else 0
+        stop = min((mine[-1] + 1) * c, n) if mine else 0
+        return tuple(slice(start, stop) if a == axis else slice(None) for a in range(self.ndim))
+
     def load(self, src: Any) -> None:
         """Fill the dataset from ``src`` chunk by chunk.
 
         ``src`` is anything with this dataset's shape that supports slicing with
         a tuple of slices (NumPy array, h5py dataset, dosna dataset, memmap...).
-        Only one chunk of ``src`` is read at a time per worker, so ``src`` may
-        be far larger than memory.
+        Only a few chunks of ``src`` are in memory at a time, so ``src`` may be
+        far larger than memory. With the mpi engine every rank must call it.
         """
         if not hasattr(src, "shape"):
             src = np.asarray(src)
         if tuple(src.shape) != self.shape:
             raise ValueError(f"cannot load data of shape {tuple(src.shape)} into {self.shape}")
-        backend = self.backend
-        threads = backend.io_threads if isinstance(src, np.ndarray) else 1  # h5py is not thread-safe
-        self.engine.run_collective(partial(self._load_chunk, backend, src), self.chunk_indices(), threads)
-
-    def _load_chunk(self, backend, src: Any, idx: tuple[int, ...]) -> None:
-        block = np.asarray(src[self._meta.chunk_region(idx)])
-        if block.dtype != self.dtype:
-            block = block.astype(self.dtype)
-        backend.write_chunk(self._meta, idx, block)
-
-    def _read_whole_chunk(self, backend, idx: tuple[int, ...]) -> np.ndarray:
-        data = backend.read_chunk(self._meta, idx)
-        if data is None:
-            return np.full(self._meta.chunk_shape(idx), self.fillvalue, self.dtype)
-        return data
-
-    def _transform_chunk(self, backend, func: Callable, target: Dataset, idx: tuple[int, ...]) -> None:
-        data = self._read_whole_chunk(backend, idx)
-        result = np.asarray(func(np.array(data)))
-        if result.shape != data.shape:
-            raise ValueError(
-                f"function returned shape {result.shape} for chunk {idx} of shape {data.shape}; "
-                "map/apply functions must keep the shape"
-            )
-        backend.write_chunk(target._meta, idx, result.astype(target.dtype, copy=False))
+        backend, meta = self.backend, self._meta
+        # h5py and similar sources are not thread-safe: read them here, write from workers
+        threads = backend.io_threads if isinstance(src, np.ndarray) else 1
+        work = ((idx, src[meta.chunk_region(idx)]) for idx in self.engine.share(self.chunk_indices()))
+        self.engine.run_and_agree(partial(tasks.write_whole, backend, meta), work, threads)
 
     def map(self, func: Callable[[np.ndarray], np.ndarray], output_name: str, dtype: Any = None) -> Dataset:
         """A new dataset ``output_name`` holding ``func`` applied to every chunk.
@@ -305,11 +284,8 @@ class Dataset:
         dataset is deleted and the error raised.
         """
         out = self.clone(output_name, dtype=dtype)
-        backend = self.backend
         try:
-            self.engine.run_collective(
-                partial(self._transform_chunk, backend, func, out), self.chunk_indices()
-            )
+            self._transform(func, out.meta)
         except BaseException:
             out.connection._delete_quietly_collective(out.name)
             raise
@@ -317,8 +293,11 @@ class Dataset:
 
     def apply(self, func: Callable[[np.ndarray], np.ndarray]) -> None:
         """Replace every chunk with ``func(chunk)`` in place (see :meth:`map`)."""
-        backend = self.backend
-        self.engine.run_collective(partial(self._transform_chunk, backend, func, self), self.chunk_indices())
+        self._transform(func, self._meta)
+
+    def _transform(self, func: Callable, target: DatasetMeta) -> None:
+        task = partial(tasks.transform_chunk, self.backend, self._meta, target, func)
+        self.engine.run_collective(task, self.chunk_indices())
 
     def clone(self, output_name: str, data: bool = False, dtype: Any = None) -> Dataset:
         """A new dataset with this one's shape, chunking, fill value and attributes.
@@ -348,8 +327,8 @@ class Dataset:
             backend = self.backend
             try:
                 self.engine.run_collective(
-                    partial(self._copy_chunk, backend, out),
-                    sorted(backend.list_chunks(self._meta)),
+                    partial(tasks.copy_chunk, backend, self._meta, out.meta),
+                    self._stored_everywhere(),
                     backend.io_threads,
                 )
             except BaseException:
@@ -357,18 +336,15 @@ class Dataset:
                 raise
         return out
 
-    def _copy_chunk(self, backend, target: Dataset, idx: tuple[int, ...]) -> None:
-        data = backend.read_chunk(self._meta, idx)
-        if data is not None:
-            backend.write_chunk(target._meta, idx, np.asarray(data).astype(target.dtype, copy=False))
+    def _stored_everywhere(self) -> list[tuple[int, ...]]:
+        """The stored chunks, as the root sees them (so every rank shares one list)."""
+        return [tuple(idx) for idx in self.engine.collective(self.stored_chunks)]
 
     def clear(self) -> None:
         """Delete every stored chunk: the whole dataset reads as the fill value."""
         backend = self.backend
         self.engine.run_collective(
-            partial(backend.delete_chunk, self._meta),
-            sorted(backend.list_chunks(self._meta)),
-            backend.io_threads,
+            partial(backend.delete_chunk, self._meta), self._stored_everywhere(), backend.io_threads
         )
 
     def delete(self) -> None:
@@ -431,7 +407,7 @@ class DataChunk:
 
     def get_data(self, slices: Any = Ellipsis) -> Any:
         """Read ``chunk[slices]`` (the fill value where the chunk was never written)."""
-        data = self.dataset._read_whole_chunk(self.dataset.backend, self.idx)
+        data = tasks.read_whole(self.dataset.backend, self.dataset.meta, self.idx)
         sel = plan(slices, self.shape, self.shape)
         out = np.empty(sel.shape, self.dtype)
         for _, chunk_sel, out_sel in sel.parts():
@@ -444,7 +420,7 @@ class DataChunk:
         sel = plan(slices, self.shape, self.shape)
         prepared = prepare_values(sel, values, self.dtype)
         for _, chunk_sel, out_sel in sel.parts():
-            ds._write_part(ds.backend, prepared, (self.idx, chunk_sel, out_sel))
+            tasks.write_part(ds.backend, ds.meta, self.idx, chunk_sel, prepared[out_sel])
 
     __getitem__ = get_data
 

@@ -28,6 +28,8 @@ _BACKENDS: dict[str, str] = {
 }
 _ENGINES: dict[str, str] = {
     "cpu": "dosna.engines.cpu:CpuEngine",
+    "joblib": "dosna.engines.joblib:JoblibEngine",
+    "mpi": "dosna.engines.mpi:MpiEngine",
 }
 _EXTRAS = {"hdf5": "hdf5", "ceph": "ceph", "s3": "s3", "joblib": "joblib", "mpi": "mpi"}
 _ENGINE_ALIASES = {"jl": "joblib"}
@@ -172,12 +174,13 @@ def status(show: bool = True) -> dict[str, Any]:
     return info
 
 
-def combination_problem(backend: str, engine: str) -> str | None:
-    """Why ``backend`` cannot run with ``engine`` (and its default options), or None."""
+def combination_problem(backend: str, engine: str, engine_kw: dict[str, Any] | None = None) -> str | None:
+    """Why ``backend`` cannot run with ``engine`` (with ``engine_kw``), or None if it can."""
+    from .errors import DosnaError
+
     try:
         backend_cls = get_backend_class(backend)
-        engine_cls = get_engine_class(engine)
-    except BackendUnavailableError as exc:
+        get_engine_class(engine)(**(engine_kw or {})).check_backend(backend_cls)
+    except DosnaError as exc:
         return str(exc)
-    check = getattr(engine_cls, "combination_problem", None)
-    return check(backend_cls) if check else None
+    return None

@@ -40,7 +40,7 @@ try:
 except ImportError:  # pragma: no cover
     st = None
 
-__all__ = ["ConformanceSuite", "index_cases", "make_connection", "random_array"]
+__all__ = ["ConformanceSuite", "index_cases", "make_connection", "random_array", "under_mpiexec"]
 
 BAD_NAMES = ["", ".hidden", "../x", "a/b", "a\0b", "x" * 201, "sp ace", "é", "a\\b", None, 3]
 DTYPES = ["?", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16", ">i4", ">f8"]
@@ -129,15 +129,17 @@ def make_connection(
     connection: str | None = None,
     options: dict[str, Any] | None = None,
     engine_kw: dict[str, Any] | None = None,
+    token: str = "",
 ) -> Connection:
     """A fresh, unconnected connection for tests of ``backend`` × ``engine``.
 
     ``connection`` is what ``run_tests.sh --connection`` passes: a directory for
     ``hdf5`` (default ``workdir``), a pool or bucket for object stores, a name
-    prefix for ``ram``. Each call gets its own namespace where the backend allows.
+    prefix for ``ram``. Each call gets its own namespace where the backend allows;
+    ``token`` (the same on every MPI rank) keeps runs in a reused directory apart.
     """
     options = dict(options or {})
-    unique = f"test-{os.getpid()}-{next(ConformanceSuite._counter)}"
+    unique = f"test-{token}{'-' if token else ''}{next(ConformanceSuite._counter)}"
     if backend == "ram":
         name = f"{connection}-{unique}" if connection else unique
     elif backend == "hdf5":
@@ -154,6 +156,15 @@ def _examples() -> int:
     return int(os.environ.get("DOSNA_HYPOTHESIS_EXAMPLES", "300"))
 
 
+def under_mpiexec() -> bool:
+    """Whether this process was started by mpiexec (MPICH or Open MPI)."""
+    return any(v in os.environ for v in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK"))
+
+
+# Under mpiexec every rank must draw the same cases, in the same order.
+_HYPOTHESIS_MPI = {"derandomize": True, "database": None} if under_mpiexec() else {}
+
+
 class ConformanceSuite:
     """Behaviour every backend × engine must show. Needs a ``connection`` fixture."""
 
@@ -161,7 +172,12 @@ class ConformanceSuite:
     _counter = itertools.count()
 
     def new_name(self, base: str = "ds") -> str:
-        return f"{base}-{os.getpid()}-{next(self._counter)}"
+        return f"{base}-{next(self._counter)}"
+
+    @staticmethod
+    def sync(connection: Connection) -> None:
+        """Wait for every rank after a write (with the mpi engine every rank writes the same)."""
+        connection.mpi_barrier()
 
     # -- creation and description -------------------------------------------
     def test_create_from_data_and_describe(self, connection: Connection) -> None:
@@ -186,6 +202,7 @@ class ConformanceSuite:
         assert np.allclose(ds[...], data)
         ds = connection["data"]
         block = random_array((44, 11, 56), "f8", 3)
+        self.sync(connection)
         ds[36:80, 89:, :56] = block
         data[36:80, 89:, :56] = block
         assert _same(ds[36:80, 89:, :56], block)
@@ -196,6 +213,7 @@ class ConformanceSuite:
         data = random_array((20, 20, 20), "i4", 4)
         ds = connection.create_dataset("mid", data=data, chunk_size=(6, 7, 8))
         v2d = random_array((20, 20), "i4", 5)
+        self.sync(connection)
         ds[:, 9, :] = v2d
         data[:, 9, :] = v2d
         assert _same(ds[...], data)
@@ -236,8 +254,11 @@ class ConformanceSuite:
     def test_zero_dim_and_empty(self, connection: Connection) -> None:
         ds = connection.create_dataset("scalar", data=np.float32(2.5))
         assert ds.shape == () and ds.total_chunks == 1
-        assert _same(ds[()], np.float32(2.5)) and _same(ds[...], np.array(2.5, "f4"))
+        assert _same(ds[()], np.float32(2.5)), repr(ds[()])
+        assert _same(ds[...], np.array(2.5, "f4")), repr(ds[...])
+        self.sync(connection)
         ds[()] = 4
+        self.sync(connection)
         assert ds[()] == 4
         with pytest.raises(TypeError):
             len(ds)
@@ -282,12 +303,16 @@ class ConformanceSuite:
     def test_set_broadcast_and_cast(self, connection: Connection) -> None:
         data = np.zeros((6, 8), "i4")
         ds = connection.create_dataset("bc", data=data, chunk_size=(4, 3))
+        self.sync(connection)
         ds[1:5] = np.arange(8)  # row broadcast
         data[1:5] = np.arange(8)
+        self.sync(connection)
         ds[:, 2] = 9.7  # float into int truncates, as NumPy
         data[:, 2] = 9.7
+        self.sync(connection)
         ds[::2, ::-3] = np.array([[1], [2], [3]])
         data[::2, ::-3] = np.array([[1], [2], [3]])
+        self.sync(connection)
         ds[[0, 5], 1:3] = -1
         data[[0, 5], 1:3] = -1
         assert _same(ds[...], data)
@@ -310,11 +335,17 @@ class ConformanceSuite:
         backend = connection.backend
         original = backend.read_chunk
         monkeypatch.setattr(backend, "read_chunk", lambda m, i: reads.append(i) or original(m, i))
+        self.sync(connection)
         ds[...] = 1
+        self.sync(connection)
         ds[0:4, 4:8] = 2
+        self.sync(connection)
         assert reads == []
+        self.sync(connection)
         ds[0, 0] = 3  # partial: one read-modify-write
-        assert reads == [(0, 0)]
+        self.sync(connection)
+        if connection.engine.shares_memory:  # worker processes have their own backend copy
+            assert reads == [(0, 0)]
 
     # -- datasets on a connection ---------------------------------------------
     def test_dataset_management(self, connection: Connection) -> None:
@@ -467,15 +498,23 @@ class ConformanceSuite:
         chunk = ds.get_chunk((2, 1))
         assert chunk.shape == (1, 1) and not chunk.exists()
         assert _same(chunk.get_data(), np.full((1, 1), 3, "i4"))
+        self.sync(connection)
         ds.create_chunk((0, 0), np.arange(8).reshape(2, 4))
+        self.sync(connection)
         assert ds.has_chunk((0, 0)) and _same(ds[0:2, 0:4], np.arange(8, dtype="i4").reshape(2, 4))
         c = ds.get_chunk((0, 0))
         assert _same(c[1, ::-1], np.array([7, 6, 5, 4], "i4"))
+        self.sync(connection)
         c[0, 1:3] = 0
+        self.sync(connection)
         assert _same(ds[0, :4], np.array([0, 0, 0, 3], "i4"))
+        self.sync(connection)
         ds.create_chunk((1, 1))
+        self.sync(connection)
         assert ds.has_chunk((1, 1)) and _same(ds[2:4, 4], np.full(2, 3, "i4"))
+        self.sync(connection)
         ds.del_chunk((0, 0))
+        self.sync(connection)
         assert not ds.has_chunk((0, 0)) and _same(ds[0:2, 0:4], np.full((2, 4), 3, "i4"))
         for bad in [(3, 0), (0, 2), (0,), (-1, 0)]:
             with pytest.raises(IndexError):
@@ -488,6 +527,7 @@ class ConformanceSuite:
         @settings(
             max_examples=_examples(),
             deadline=None,
+            **_HYPOTHESIS_MPI,
             suppress_health_check=[
                 HealthCheck.function_scoped_fixture,
                 HealthCheck.too_slow,
@@ -514,6 +554,7 @@ class ConformanceSuite:
         @settings(
             max_examples=_examples(),
             deadline=None,
+            **_HYPOTHESIS_MPI,
             suppress_health_check=[
                 HealthCheck.function_scoped_fixture,
                 HealthCheck.too_slow,
@@ -539,7 +580,9 @@ class ConformanceSuite:
                 vshape = vshape[int(rng.integers(0, len(vshape) + 1)) :] if rng.random() < 0.3 else vshape
                 value = random_array(vshape, dtype, seed)
                 data[key] = value
+                self.sync(connection)
                 ds[key] = value
+                self.sync(connection)
                 assert _same(ds[...], data), (shape, chunks, key, vshape)
             finally:
                 connection.del_dataset(name)

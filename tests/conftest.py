@@ -7,6 +7,10 @@ key=value,...`` pick one (``run_tests.sh --backend ... --engine ...`` passes the
 
 from __future__ import annotations
 
+import os
+import tempfile
+import uuid
+
 import pytest
 
 import dosna
@@ -21,6 +25,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--dosna-connection", default=None, help="directory (hdf5), pool (ceph), bucket (s3)")
     group.addoption("--dosna-connection-options", default="", help="backend options as key=value,key=value")
     group.addoption("--dosna-engine-options", default="", help="engine options as key=value,key=value")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Ranks of one mpiexec job must not share pytest's temporary directory.
+    if dosna.testing.under_mpiexec() and not config.option.basetemp:
+        rank = (
+            os.environ.get("PMI_RANK")
+            or os.environ.get("OMPI_COMM_WORLD_RANK")
+            or os.environ.get("PMIX_RANK")
+        )
+        config.option.basetemp = tempfile.mkdtemp(prefix=f"dosna-pytest-rank{rank}-")
+
+
+@pytest.fixture(scope="session")
+def run_token() -> str:
+    """A token for this test run, the same on every MPI rank."""
+    token = uuid.uuid4().hex[:8]
+    if dosna.testing.under_mpiexec():
+        from mpi4py import MPI
+
+        token = MPI.COMM_WORLD.bcast(token, root=0)
+    return token
 
 
 def parse_options(text: str) -> dict:
@@ -39,6 +65,15 @@ def parse_options(text: str) -> dict:
     return out
 
 
+#: Engine configurations the suite runs with (name -> (engine, options)).
+ENGINE_VARIANTS = {
+    "cpu": ("cpu", {}),
+    "joblib": ("joblib", {"njobs": 2}),
+    "joblib-loky": ("joblib", {"njobs": 2, "jlbackend": "loky"}),
+    "mpi": ("mpi", {}),
+}
+
+
 def combinations(config: pytest.Config) -> list:
     """pytest params for every backend × engine to test, with skip marks and reasons."""
     want_backend = config.getoption("--dosna-backend")
@@ -50,27 +85,31 @@ def combinations(config: pytest.Config) -> list:
     for backend, why_b in status["backends"].items():
         if want_backend and backend != want_backend:
             continue
-        for engine, why_e in status["engines"].items():
+        for variant, (engine, engine_kw) in ENGINE_VARIANTS.items():
             if want_engine and engine != want_engine:
                 continue
-            marks = []
-            why = why_b or why_e or registry.combination_problem(backend, engine)
-            if why:
-                marks.append(pytest.mark.skip(reason=f"{backend} x {engine}: {why}"))
-            params.append(pytest.param((backend, engine), id=f"{backend}-{engine}", marks=marks))
+            if want_engine and config.getoption("--dosna-engine-options"):
+                engine_kw = parse_options(config.getoption("--dosna-engine-options"))
+            if engine not in status["engines"]:
+                continue
+            why = (
+                why_b or status["engines"][engine] or registry.combination_problem(backend, engine, engine_kw)
+            )
+            marks = [pytest.mark.skip(reason=f"{backend} x {variant}: {why}")] if why else []
+            params.append(pytest.param((backend, engine, engine_kw), id=f"{backend}-{variant}", marks=marks))
     if not params:
         raise pytest.UsageError(f"no backend x engine matches {want_backend!r} x {want_engine!r}")
     return params
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "combination" in metafunc.fixturenames:
+    if "combination" in metafunc.fixturenames or "connection" in metafunc.fixturenames:
         metafunc.parametrize("combination", combinations(metafunc.config), scope="module")
 
 
 @pytest.fixture
-def connection(combination, tmp_path, request):
-    backend, engine = combination
+def connection(combination, tmp_path, request, run_token):
+    backend, engine, engine_kw = combination
     config = request.config
     con = dosna.testing.make_connection(
         backend,
@@ -78,7 +117,8 @@ def connection(combination, tmp_path, request):
         tmp_path,
         connection=config.getoption("--dosna-connection"),
         options=parse_options(config.getoption("--dosna-connection-options")),
-        engine_kw=parse_options(config.getoption("--dosna-engine-options")),
+        engine_kw=engine_kw,
+        token=run_token,
     )
     with con:
         yield con

@@ -76,6 +76,8 @@ class Engine:
     """
 
     name: ClassVar[str] = "cpu"
+    #: Options the engine takes (for messages).
+    options: ClassVar[tuple[str, ...]] = ()
     #: Tasks run in this process's memory (threads or inline), so they may
     #: write their results straight into a shared output array.
     shares_memory: ClassVar[bool] = True
@@ -116,11 +118,18 @@ class Engine:
         return items
 
     def run_collective(self, func: Callable[[T], Any], items: Sequence[T], io_threads: int = 1) -> None:
-        """Every process of the job runs ``func`` on its share of ``items``."""
-        self.run(func, self.share(items), io_threads)
+        """Every process of the job runs ``func`` on its share of ``items``; errors are agreed on."""
+        self.run_and_agree(func, self.share(items), io_threads)
+
+    def run_and_agree(self, func: Callable[[T], Any], local_items: Iterable[T], io_threads: int = 1) -> None:
+        """Run ``func`` on this process's items, then make every process raise if any failed."""
+        self.run(func, local_items, io_threads)
 
     def collective(self, func: Callable[[], T]) -> T:
-        """Run ``func`` once for the job (on the root) and return its result everywhere."""
+        """Run ``func`` once for the job (on the root) and return its result everywhere.
+
+        The result must be JSON-serialisable (it travels between processes as JSON).
+        """
         return func()
 
     def barrier(self) -> None:
