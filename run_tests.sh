@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Run dosna's tests. Sets up .venv and installs everything the tests need first.
 #
+#   mpiexec -n 4 sh run_tests.sh --backend hdf5 --engine mpi --connection DIR
+#                                        the conformance suite on 4 MPI ranks
+#
 #   ./run_tests.sh                       everything: lint, all tests on every backend x engine,
 #                                        docs build, benchmark smoke run
 #   ./run_tests.sh --backend hdf5 --engine cpu [--connection DIR] [--connection-options k=v,...]
 #                                        the conformance suite for one combination
 #   ./run_tests.sh -- -k oracle -x       extra arguments after -- go to pytest
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"   # also when started as `sh run_tests.sh`
 set -euo pipefail
 cd "$(dirname "$0")"
+MPI_RANK=${PMI_RANK:-${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-}}}   # set when started by mpiexec
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'HELP'
 
 Options:
   --backend NAME               ram, hdf5 (conformance suite only, for this backend)
-  --engine NAME                cpu (conformance suite only, with this engine)
+  --engine NAME                cpu, joblib, mpi (conformance suite only, with this engine)
   --connection NAME            hdf5: an existing directory; other backends: pool/bucket/name
   --connection-options K=V,..  backend options, e.g. fsync=true
   --engine-options K=V,..      engine options
@@ -46,7 +51,11 @@ done
 
 # shellcheck source=scripts/venv.sh
 . scripts/venv.sh
-dosna_venv_setup dev,bench
+if [ -n "$MPI_RANK" ] && [ "$MPI_RANK" != 0 ]; then
+    dosna_venv_wait dev,bench   # rank 0 installs; the others wait for it
+else
+    dosna_venv_setup dev,bench
+fi
 export DOSNA_HYPOTHESIS_EXAMPLES=$EXAMPLES
 
 SELECT=()
@@ -56,16 +65,26 @@ SELECT=()
 [ -n "$CONN_OPTS" ] && SELECT+=(--dosna-connection-options "$CONN_OPTS")
 [ -n "$ENGINE_OPTS" ] && SELECT+=(--dosna-engine-options "$ENGINE_OPTS")
 
+if [ -n "$MPI_RANK" ]; then
+    # One pytest per rank; -x and `python -m mpi4py` make a failure end the whole job.
+    [ -n "$ENGINE" ] || SELECT+=(--dosna-engine mpi)
+    [ -n "$BACKEND" ] || SELECT+=(--dosna-backend hdf5)
+    exec "$PY" -m mpi4py -m pytest -p no:cacheprovider -x -q tests/test_conformance.py \
+        "${SELECT[@]}" "${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}"
+fi
+
 if [ ${#SELECT[@]} -gt 0 ]; then
     echo "== conformance suite: ${SELECT[*]}"
-    exec "$PY" -m pytest -p no:cacheprovider tests/test_conformance.py "${SELECT[@]}" "${PYTEST_EXTRA[@]}"
+    exec "$PY" -m pytest -p no:cacheprovider tests/test_conformance.py "${SELECT[@]}" \
+        "${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}"
 fi
 
 echo "== lint (ruff)"
 "$PY" -m ruff check dosna tests benchmarks examples
 
 echo "== tests (hypothesis: $EXAMPLES cases per property)"
-"$PY" -m pytest -p no:cacheprovider --timeout=900 --timeout-method=thread --durations=10 "${PYTEST_EXTRA[@]}"
+"$PY" -m pytest -p no:cacheprovider --timeout=900 --timeout-method=thread --durations=10 \
+    "${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}"
 
 if [ "$QUICK" = 0 ]; then
     echo "== docs (mkdocs build --strict)"
@@ -77,5 +96,7 @@ if [ "$QUICK" = 0 ]; then
     echo "== benchmark smoke run (benchmarks/compare.py --quick)"
     "$PY" benchmarks/compare.py --quick --plot "$site/compare.png" > "$site/compare.txt"
     tail -n 4 "$site/compare.txt"
+    echo "== benchmark smoke run (benchmarks/engines.py --quick)"
+    "$PY" benchmarks/engines.py --quick | tail -n 3
 fi
 echo "== all done"

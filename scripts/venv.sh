@@ -21,3 +21,20 @@ dosna_venv_setup() {
     PY="$VENV/bin/python"
     export PATH="$VENV/bin:$PATH"
 }
+
+# For MPI ranks other than 0: wait (up to 20 minutes) until rank 0 has set up the venv.
+dosna_venv_wait() {
+    local top want waited=0
+    top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    VENV=${DOSNA_VENV:-$top/.venv}
+    want="$(sha256sum "$top/pyproject.toml" | cut -c1-16) ${1:-dev,bench}"
+    until [ "$(cat "$VENV/.dosna-installed" 2>/dev/null)" = "$want" ]; do
+        if [ "$waited" -ge 1200 ]; then
+            echo "run_tests.sh: gave up waiting for rank 0 to set up $VENV" >&2
+            return 1
+        fi
+        sleep 2; waited=$((waited + 2))
+    done
+    PY="$VENV/bin/python"
+    export PATH="$VENV/bin:$PATH"
+}

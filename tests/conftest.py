@@ -107,14 +107,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("combination", combinations(metafunc.config), scope="module")
 
 
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory) -> str:
+    """A directory every MPI rank of this run sees (the root's temporary directory)."""
+    path = str(tmp_path_factory.mktemp("shared"))
+    if dosna.testing.under_mpiexec():
+        from mpi4py import MPI
+
+        path = MPI.COMM_WORLD.bcast(path, root=0)
+    return path
+
+
 @pytest.fixture
-def connection(combination, tmp_path, request, run_token):
+def connection(combination, tmp_path, request, run_token, shared_dir):
     backend, engine, engine_kw = combination
     config = request.config
     con = dosna.testing.make_connection(
         backend,
         engine,
-        tmp_path,
+        shared_dir if dosna.testing.under_mpiexec() else tmp_path,
         connection=config.getoption("--dosna-connection"),
         options=parse_options(config.getoption("--dosna-connection-options")),
         engine_kw=engine_kw,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, ClassVar, TypeVar
 
 __all__ = ["Engine", "run_in_threads"]
@@ -25,13 +25,20 @@ T = TypeVar("T")
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+_in_pool = threading.local()
+
+
+def _mark_pool_thread() -> None:
+    _in_pool.active = True
 
 
 def _thread_pool(size: int) -> ThreadPoolExecutor:
     with _pools_lock:
         pool = _pools.get(size)
         if pool is None:
-            pool = _pools[size] = ThreadPoolExecutor(size, thread_name_prefix=f"dosna-io{size}")
+            pool = _pools[size] = ThreadPoolExecutor(
+                size, thread_name_prefix=f"dosna-{size}", initializer=_mark_pool_thread
+            )
         return pool
 
 
@@ -42,26 +49,33 @@ def _forget_pools() -> None:  # a forked child has the objects but not the threa
 os.register_at_fork(after_in_child=_forget_pools)
 
 
-def run_in_threads(func: Callable[[T], Any], items: Sequence[T], threads: int) -> None:
-    """Call ``func`` on every item from ``threads`` threads; wait for all, then raise the first error."""
-    batches = [items[i :: threads * 4] for i in range(min(len(items), threads * 4))]
-    pool = _thread_pool(threads)
-    cancelled = threading.Event()
+def run_in_threads(func: Callable[[T], Any], items: Iterable[T], threads: int) -> None:
+    """Call ``func`` on every item from a pool of ``threads`` threads.
 
-    def run_batch(batch: Sequence[T]) -> None:
-        for item in batch:
-            if cancelled.is_set():
-                return
+    Items are taken from ``items`` in the calling thread as workers free up (at
+    most ``4 * threads`` in flight), so a generator that reads data stays
+    streamed. After an error no new items start; once the running ones finish,
+    the first error is raised. Called from a pool thread, it runs inline, so
+    nested parallel calls cannot deadlock the pool.
+    """
+    if getattr(_in_pool, "active", False) or threads < 2:
+        for item in items:
             func(item)
-
-    futures = [pool.submit(run_batch, b) for b in batches]
-    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-    if any(f.exception() for f in done):
-        cancelled.set()
-    wait(futures)
-    for f in futures:
-        if f.exception() is not None:
-            raise f.exception()
+        return
+    pool = _thread_pool(threads)
+    pending: set = set()
+    errors: list[BaseException] = []
+    for item in items:
+        pending.add(pool.submit(func, item))
+        if len(pending) >= 4 * threads:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            errors.extend(f.exception() for f in done if f.exception() is not None)
+            if errors:
+                break
+    done, _ = wait(pending)
+    errors.extend(f.exception() for f in done if f.exception() is not None)
+    if errors:
+        raise errors[0]
 
 
 class Engine:
@@ -101,13 +115,7 @@ class Engine:
         ``io_threads`` > 1 says the tasks are chunk I/O that the backend serves
         best with that many concurrent requests; the tasks are then thread-safe.
         """
-        if io_threads > 1:
-            items = list(items)
-            if len(items) > 1:
-                run_in_threads(func, items, io_threads)
-                return
-        for item in items:
-            func(item)
+        run_in_threads(func, items, io_threads)
 
     def imap(self, func: Callable[[T], Any], items: Iterable[T]) -> Iterable[Any]:
         """Yield ``func(item)`` for every item, in any order."""

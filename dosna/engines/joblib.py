@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from ..errors import DosnaError
-from .base import Engine, T
+from .base import Engine, T, run_in_threads
 
 try:
     import joblib
@@ -31,7 +31,9 @@ class JoblibEngine(Engine):
         Number of workers (default: the number of CPUs).
     jlbackend : {'threading', 'loky'}, default 'threading'
         Threads share this process's memory (any backend works; NumPy, h5py
-        and file I/O release the GIL for much of their work). ``'loky'``
+        and file I/O release the GIL for much of their work); they come from a
+        pool kept between calls, as starting joblib's thread pool on every
+        slice would cost more than the chunks it reads. ``'loky'``
         (alias ``'multiprocessing'``) uses worker processes, for work that
         holds the GIL; it needs a backend whose data processes share, so the
         ``ram`` backend is refused.
@@ -68,6 +70,11 @@ class JoblibEngine(Engine):
         )
 
     def run(self, func: Callable[[T], Any], items: Iterable[T], io_threads: int = 1) -> None:
+        if self.shares_memory:
+            # A persistent pool: starting joblib's thread pool on every call
+            # costs more than reading a chunk.
+            run_in_threads(func, items, max(self.njobs, io_threads))
+            return
         # Items are taken from the iterator here, a bounded batch at a time:
         # that keeps streamed work (load) streamed, and a work generator that
         # reads another dataset never runs inside joblib's dispatch threads.
@@ -80,7 +87,7 @@ class JoblibEngine(Engine):
 
     def imap(self, func: Callable[[T], Any], items: Iterable[T]) -> Iterator[Any]:
         items = list(items)
-        if self.njobs == 1 or len(items) < 2:
+        if self.njobs == 1 or len(items) < 2 or self.shares_memory:
             return map(func, items)
         return self._parallel(return_as="generator_unordered")(joblib.delayed(func)(i) for i in items)
 

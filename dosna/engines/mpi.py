@@ -95,6 +95,7 @@ class MpiEngine(Engine):
     def _abort(self, message: str) -> None:
         sys.stderr.write(f"dosna mpi: {message}; aborting the job\n")
         sys.stderr.flush()
+        time.sleep(0.5)  # let mpiexec forward the message before the job is torn down
         self.comm.Abort(1)
 
     def barrier(self) -> None:
