@@ -21,6 +21,7 @@ from .errors import (
     DosnaError,
     InvalidNameError,
     MetadataCorruptError,
+    StoreUnavailableError,
     UnknownBackendError,
     UnknownEngineError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "DosnaError",
     "InvalidNameError",
     "MetadataCorruptError",
+    "StoreUnavailableError",
     "UnknownBackendError",
     "UnknownEngineError",
     "__version__",

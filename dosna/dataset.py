@@ -213,8 +213,7 @@ class Dataset:
         # dominates and threads would only contend for the GIL.
         if backend.io_threads == 1:
             return 1
-        per_part = sel.size * self.dtype.itemsize / max(1, sel.chunk_count())
-        return backend.io_threads if per_part >= tasks.DIRECT_READ_BYTES else 1
+        return backend.read_threads(sel.size * self.dtype.itemsize / max(1, sel.chunk_count()))
 
     def __setitem__(self, key: Any, value: Any) -> None:
         """Write a selection; ``value`` is cast and broadcast as NumPy does."""

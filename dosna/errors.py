@@ -16,6 +16,7 @@ __all__ = [
     "DosnaError",
     "InvalidNameError",
     "MetadataCorruptError",
+    "StoreUnavailableError",
     "UnknownBackendError",
     "UnknownEngineError",
 ]
@@ -54,6 +55,10 @@ class UnknownEngineError(DosnaError, ValueError):
 
 class ConnectionClosedError(DosnaError, RuntimeError):
     """An operation needs a connected connection."""
+
+
+class StoreUnavailableError(DosnaError, ConnectionError):
+    """The object store cannot be reached, or an operation on it failed or timed out."""
 
 
 class ChunkCorruptError(DosnaError, OSError):

@@ -25,6 +25,8 @@ __all__ = [
 _BACKENDS: dict[str, str] = {
     "ram": "dosna.backends.ram:RamBackend",
     "hdf5": "dosna.backends.hdf5:Hdf5Backend",
+    "ceph": "dosna.backends.ceph:CephBackend",
+    "s3": "dosna.backends.s3:S3Backend",
 }
 _ENGINES: dict[str, str] = {
     "cpu": "dosna.engines.cpu:CpuEngine",

@@ -38,3 +38,18 @@ dosna_venv_wait() {
     PY="$VENV/bin/python"
     export PATH="$VENV/bin:$PATH"
 }
+
+# Make Debian's python3-rados binding (built for CPython 3.11) importable in the venv:
+# a directory holding only a link to the extension, put on the path by a .pth file
+# (adding all of dist-packages would shadow the venv's own packages).
+dosna_link_rados() {
+    local so=/usr/lib/python3/dist-packages/rados.cpython-311-x86_64-linux-gnu.so dir site
+    [ -f "$so" ] || return 0
+    "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
+        echo "note: rados binding is for CPython 3.11; $VENV has another version" >&2; return 0; }
+    dir="$VENV/rados-binding"
+    mkdir -p "$dir"
+    ln -sf "$so" "$dir/"
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+    echo "$dir" > "$site/dosna-rados.pth"
+}

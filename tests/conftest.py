@@ -74,6 +74,22 @@ ENGINE_VARIANTS = {
 }
 
 
+def object_store_settings(backend: str) -> tuple[str | None, dict, str | None]:
+    """(connection name, options, why not) for object-store backends, from the environment
+    that scripts/ceph-dev.sh prints (run_tests.sh starts that cluster)."""
+    if backend == "ceph":
+        conf, pool = os.environ.get("DOSNA_CEPH_CONF"), os.environ.get("DOSNA_CEPH_POOL")
+        if not (conf and pool):
+            return None, {}, "no ceph cluster configured (DOSNA_CEPH_CONF, DOSNA_CEPH_POOL unset)"
+        return pool, {"conffile": conf}, None
+    if backend == "s3":
+        endpoint, bucket = os.environ.get("DOSNA_S3_ENDPOINT"), os.environ.get("DOSNA_S3_BUCKET")
+        if not (endpoint and bucket):
+            return None, {}, "no S3 endpoint configured (DOSNA_S3_ENDPOINT, DOSNA_S3_BUCKET unset)"
+        return bucket, {"endpoint_url": endpoint}, None
+    return None, {}, None
+
+
 def combinations(config: pytest.Config) -> list:
     """pytest params for every backend × engine to test, with skip marks and reasons."""
     want_backend = config.getoption("--dosna-backend")
@@ -93,7 +109,10 @@ def combinations(config: pytest.Config) -> list:
             if engine not in status["engines"]:
                 continue
             why = (
-                why_b or status["engines"][engine] or registry.combination_problem(backend, engine, engine_kw)
+                why_b
+                or status["engines"][engine]
+                or (None if config.getoption("--dosna-connection") else object_store_settings(backend)[2])
+                or registry.combination_problem(backend, engine, engine_kw)
             )
             marks = [pytest.mark.skip(reason=f"{backend} x {variant}: {why}")] if why else []
             params.append(pytest.param((backend, engine, engine_kw), id=f"{backend}-{variant}", marks=marks))
@@ -122,12 +141,14 @@ def shared_dir(tmp_path_factory) -> str:
 def connection(combination, tmp_path, request, run_token, shared_dir):
     backend, engine, engine_kw = combination
     config = request.config
+    name, options, _ = object_store_settings(backend)
+    options.update(parse_options(config.getoption("--dosna-connection-options")))
     con = dosna.testing.make_connection(
         backend,
         engine,
         shared_dir if dosna.testing.under_mpiexec() else tmp_path,
-        connection=config.getoption("--dosna-connection"),
-        options=parse_options(config.getoption("--dosna-connection-options")),
+        connection=config.getoption("--dosna-connection") or name,
+        options=options,
         engine_kw=engine_kw,
         token=run_token,
     )

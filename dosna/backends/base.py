@@ -135,6 +135,10 @@ class Backend(ABC):
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         """Indices of the chunks that have been written."""
 
+    def read_threads(self, part_nbytes: float) -> int:
+        """How many concurrent reads pay off when each reads about ``part_nbytes``."""
+        return self.io_threads if part_nbytes >= 1 << 16 else 1
+
     def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
         """Where chunk ``idx`` is stored, for error messages."""
         return f"{self.meta_location(meta.name)}/{chunk_key(idx)}"

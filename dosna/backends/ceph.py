@@ -1,0 +1,349 @@
+"""The ``ceph`` backend: datasets as objects in a RADOS pool, through librados.
+
+Layout in the pool given as the connection name:
+
+- each dataset lives in its own RADOS *namespace* (the dataset name): its
+  metadata object ``dosna.meta`` (JSON) and one object per chunk, named like
+  ``3.0.12``, holding the chunk's raw bytes;
+- the object ``dosna.datasets`` in the default namespace lists the datasets in
+  its omap, so listing them never scans the pool.
+
+Whole chunks are written with one ``write_full`` (atomic in RADOS); partial
+reads fetch only the byte range that holds the selection. Deleting a dataset
+removes its chunks by name from the chunk grid, without listing the pool.
+Every librados call runs under the connection's timeouts, so a dead cluster
+gives :class:`~dosna.errors.StoreUnavailableError` within them, never a hang.
+
+The ``rados`` module comes from the system (Debian: ``python3-rados``, built for
+CPython 3.11); ``scripts/venv.sh`` shows how a virtualenv can import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import (
+    BackendUnavailableError,
+    ChunkCorruptError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DosnaError,
+    StoreUnavailableError,
+)
+from ..indexing import ChunkSel, read_selection
+from ..metadata import DatasetMeta
+from .base import Backend, chunk_key, parse_chunk_key
+from .objects import decode, encode, ranged_read
+
+try:
+    import rados
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise BackendUnavailableError(
+        "the ceph backend needs the librados Python binding 'rados' (Debian/Ubuntu: "
+        "apt-get install python3-rados; in a virtualenv see scripts/venv.sh: dosna_link_rados)"
+    ) from exc
+
+__all__ = ["CephBackend"]
+
+INDEX_OBJECT = "dosna.datasets"
+META_OBJECT = "dosna.meta"
+_MAX_META = 1 << 20
+_LIST_INSTEAD_OF_GRID = 100_000  # above this many grid cells, delete by listing the namespace
+
+
+class CephBackend(Backend):
+    """Datasets in a Ceph pool (one namespace each), chunks as objects.
+
+    Parameters
+    ----------
+    name : str
+        The pool; it must exist (pools are an administrator's decision).
+    conffile : str, default ``'ceph.conf'``
+        Ceph configuration file (monitor addresses, keyring location).
+    timeout : float, default 5
+        Seconds to reach the cluster (``client_mount_timeout``).
+    client_id : str, optional
+        Ceph user, e.g. ``'client.dosna'`` or ``'dosna'`` (default: admin).
+    keyring : str, optional
+        Keyring file, if not the one the configuration names.
+    op_timeout : float, default 30
+        Seconds any single operation may take (``rados_osd_op_timeout`` and
+        ``rados_mon_op_timeout``).
+    io_threads : int, default 4
+        Chunk writes (and small reads) in flight at once for one call.
+    """
+
+    name: ClassVar[str] = "ceph"
+
+    def __init__(
+        self,
+        name: str,
+        conffile: str | os.PathLike = "ceph.conf",
+        timeout: float = 5,
+        client_id: str | None = None,
+        keyring: str | None = None,
+        op_timeout: float = 30,
+        io_threads: int = 4,
+    ) -> None:
+        super().__init__(name)
+        self.conffile = os.fspath(conffile)
+        self.timeout = float(timeout)
+        self.client_id = (
+            client_id[len("client.") :] if client_id and client_id.startswith("client.") else client_id
+        )
+        self.keyring = keyring
+        self.op_timeout = float(op_timeout)
+        self.io_threads = max(1, int(io_threads))
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cluster: Any = None
+        self._ioctx: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # worker processes reconnect with the same options
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def location(self) -> str:
+        return f"ceph://{self.connection_name}"
+
+    # -- connection --------------------------------------------------------------
+    def connect(self) -> None:
+        with self._lock:
+            if self._cluster is not None:
+                return
+            if not os.path.isfile(self.conffile):
+                raise FileNotFoundError(f"ceph configuration file {self.conffile!r} does not exist")
+            conf = {
+                "client_mount_timeout": f"{self.timeout:g}",
+                "rados_osd_op_timeout": f"{self.op_timeout:g}",
+                "rados_mon_op_timeout": f"{self.op_timeout:g}",
+            }
+            if self.keyring:
+                conf["keyring"] = self.keyring
+            cluster = rados.Rados(conffile=self.conffile, rados_id=self.client_id, conf=conf)
+            try:
+                cluster.connect(timeout=self.timeout)
+            except rados.Error as exc:
+                with contextlib.suppress(Exception):
+                    cluster.shutdown()
+                raise StoreUnavailableError(
+                    f"cannot reach the ceph cluster of {self.conffile!r} within {self.timeout:g} s: {exc}"
+                ) from None
+            try:
+                exists = cluster.pool_exists(self.connection_name)
+            except rados.Error as exc:
+                cluster.shutdown()
+                raise StoreUnavailableError(
+                    f"ceph: cannot look up pool {self.connection_name!r}: {exc}"
+                ) from None
+            if not exists:
+                cluster.shutdown()
+                raise DosnaError(
+                    f"ceph pool {self.connection_name!r} does not exist; an administrator creates it with "
+                    f"`ceph osd pool create {self.connection_name}`"
+                )
+            self._cluster = cluster
+
+    def disconnect(self) -> None:
+        with self._lock:
+            for ioctx in self._ioctx.values():
+                with contextlib.suppress(Exception):
+                    ioctx.close()
+            if self._cluster is not None:
+                with contextlib.suppress(Exception):
+                    self._cluster.shutdown()
+            self._cluster, self._ioctx = None, {}
+
+    def _ctx(self, namespace: str) -> Any:
+        """An I/O context on the pool for one namespace (cached; librados ones are thread-safe)."""
+        ioctx = self._ioctx.get(namespace)
+        if ioctx is None:
+            if self._cluster is None:
+                self.connect()  # a worker process that received a pickled backend
+            with self._lock:
+                ioctx = self._ioctx.get(namespace)
+                if ioctx is None:
+                    with self._failures("open pool"):
+                        ioctx = self._cluster.open_ioctx(self.connection_name)
+                    ioctx.set_namespace(namespace)
+                    self._ioctx[namespace] = ioctx
+        return ioctx
+
+    @contextlib.contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (rados.ObjectNotFound, rados.ObjectExists):
+            raise
+        except rados.Error as exc:
+            raise StoreUnavailableError(f"ceph pool {self.connection_name!r}: {what} failed: {exc}") from None
+
+    # -- datasets ------------------------------------------------------------------
+    def list_datasets(self) -> list[str]:
+        ioctx = self._ctx("")
+        names: list[str] = []
+        start = ""
+        with self._failures("list datasets"):
+            while True:
+                with rados.ReadOpCtx() as op:
+                    it, _ = ioctx.get_omap_keys(op, start, 1000)
+                    try:
+                        ioctx.operate_read_op(op, INDEX_OBJECT)
+                    except rados.ObjectNotFound:
+                        return []
+                    page = [key for key, _ in it]
+                names.extend(page)
+                if len(page) < 1000:
+                    return sorted(names)
+                start = page[-1]
+
+    def _set_index(self, dataset: str, present: bool) -> None:
+        ioctx = self._ctx("")
+        with self._failures("update the dataset index"), rados.WriteOpCtx() as op:
+            if present:
+                ioctx.set_omap(op, (dataset,), (b"",))
+            else:
+                ioctx.remove_omap_keys(op, (dataset,))
+            ioctx.operate_write_op(op, INDEX_OBJECT)
+
+    def read_meta(self, dataset: str) -> bytes | None:
+        ioctx = self._ctx(dataset)
+        with self._failures(f"read metadata of {dataset!r}"):
+            try:
+                data = ioctx.read(META_OBJECT, _MAX_META)
+            except rados.ObjectNotFound:
+                return None
+            if len(data) == _MAX_META:
+                size, _ = ioctx.stat(META_OBJECT)
+                data = ioctx.read(META_OBJECT, size)
+        return data
+
+    def create_meta(self, dataset: str, data: bytes) -> None:
+        ioctx = self._ctx(dataset)
+        op = ioctx.create_write_op()
+        try:
+            op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
+            op.write_full(bytes(data))
+            with self._failures(f"create dataset {dataset!r}"):
+                ioctx.operate_write_op(op, META_OBJECT)
+        except rados.ObjectExists:
+            raise DatasetExistsError(f"dataset {dataset!r} already exists in {self.location}") from None
+        finally:
+            ioctx.release_write_op(op)
+        self._set_index(dataset, True)
+
+    def update_meta(self, dataset: str, data: bytes) -> None:
+        if self.read_meta(dataset) is None:
+            raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
+        with self._failures(f"update metadata of {dataset!r}"):
+            self._ctx(dataset).write_full(META_OBJECT, bytes(data))
+
+    def delete_dataset(self, dataset: str) -> None:
+        raw = self.read_meta(dataset)
+        if raw is None:
+            raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
+        ioctx = self._ctx(dataset)
+        with self._failures(f"delete dataset {dataset!r}"):
+            ioctx.remove_object(META_OBJECT)  # from here on the dataset does not exist
+        self._set_index(dataset, False)
+        try:
+            meta = DatasetMeta.from_json(raw)
+        except (ValueError, TypeError, KeyError):
+            meta = None
+        if meta is not None and meta.total_chunks <= _LIST_INSTEAD_OF_GRID:
+            keys: Iterable[str] = (
+                chunk_key(i) for i in itertools.product(*(range(g) for g in meta.chunk_grid))
+            )
+        else:
+            keys = [o.key for o in ioctx.list_objects()]
+        self._remove_many(ioctx, keys)
+
+    def _remove_many(self, ioctx: Any, keys: Iterable[str]) -> None:
+        """Remove objects with asynchronous requests, a bounded number in flight."""
+        in_flight: list = []
+        with self._failures("delete chunks"):
+            for key in keys:
+                in_flight.append(ioctx.aio_remove(key))
+                if len(in_flight) >= 64:
+                    for completion in in_flight:
+                        completion.wait_for_complete()
+                    in_flight = []
+            for completion in in_flight:
+                completion.wait_for_complete()
+
+    # -- chunks ----------------------------------------------------------------------
+    def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
+        return f"{self.location}/{meta.name}/{chunk_key(idx)}"
+
+    def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
+        nbytes = math.prod(meta.chunk_shape(idx)) * meta.dtype.itemsize
+        with self._failures(f"read chunk {idx} of {meta.name!r}"):
+            try:
+                raw = self._ctx(meta.name).read(chunk_key(idx), nbytes + 1)  # +1 notices a chunk too long
+            except rados.ObjectNotFound:
+                return None
+        return decode(meta, idx, raw, self.chunk_location(meta, idx))
+
+    def read_chunk_part(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> np.ndarray | None:
+        ranged = ranged_read(meta, idx, sel)
+        if ranged is None:
+            data = self.read_chunk(meta, idx)
+            return None if data is None else read_selection(data, sel)
+        with self._failures(f"read chunk {idx} of {meta.name!r}"):
+            try:
+                raw = self._ctx(meta.name).read(chunk_key(idx), ranged.length, ranged.offset)
+            except rados.ObjectNotFound:
+                return None
+        if len(raw) != ranged.length:
+            raise ChunkCorruptError(
+                meta.name,
+                idx,
+                self.chunk_location(meta, idx),
+                f"shorter than the {ranged.offset + ranged.length} bytes read",
+            )
+        return ranged.cut(raw)
+
+    def read_threads(self, part_nbytes: float) -> int:
+        # Large reads are bound by the CPU the client and the OSD share; small
+        # ones by round trips, which concurrency hides.
+        return self.io_threads if part_nbytes < 1 << 18 else 1
+
+    def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
+        data = self.check_chunk(meta, idx, data)
+        with self._failures(f"write chunk {idx} of {meta.name!r}"):
+            self._ctx(meta.name).write_full(chunk_key(idx), bytes(encode(data)))
+
+    def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
+        with self._failures(f"stat chunk {idx} of {meta.name!r}"):
+            try:
+                self._ctx(meta.name).stat(chunk_key(idx))
+            except rados.ObjectNotFound:
+                return False
+        return True
+
+    def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
+        with (
+            self._failures(f"delete chunk {idx} of {meta.name!r}"),
+            contextlib.suppress(rados.ObjectNotFound),
+        ):
+            self._ctx(meta.name).remove_object(chunk_key(idx))
+
+    def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
+        with self._failures(f"list chunks of {meta.name!r}"):
+            keys = [o.key for o in self._ctx(meta.name).list_objects()]
+        return sorted(idx for idx in (parse_chunk_key(k, meta.ndim) for k in keys) if idx is not None)
