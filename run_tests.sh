@@ -19,7 +19,7 @@ usage() {
     cat <<'HELP'
 
 Options:
-  --backend NAME               ram, hdf5 (conformance suite only, for this backend)
+  --backend NAME               ram, hdf5, ceph, s3 (conformance suite only, for this backend)
   --engine NAME                cpu, joblib, mpi (conformance suite only, with this engine)
   --connection NAME            hdf5: an existing directory; other backends: pool/bucket/name
   --connection-options K=V,..  backend options, e.g. fsync=true
@@ -82,9 +82,38 @@ fi
 echo "== lint (ruff)"
 "$PY" -m ruff check dosna tests benchmarks examples
 
+# A throw-away Ceph cluster (RADOS + S3 via radosgw) on 127.0.0.1 for the ceph and s3 backends.
+CEPH_OURS=0
+stop_ceph() { [ "$CEPH_OURS" = 1 ] && scripts/ceph-dev.sh stop || true; }
+trap stop_ceph EXIT
+if [ -z "${DOSNA_CEPH_CONF:-}" ]; then
+    echo "== starting a throw-away Ceph cluster (scripts/ceph-dev.sh start)"
+    scripts/ceph-dev.sh status >/dev/null 2>&1 || CEPH_OURS=1
+    set +e
+    scripts/ceph-dev.sh start > /tmp/dosna-ceph-start.log 2>&1
+    rc=$?
+    set -e
+    if [ "$rc" = 0 ]; then
+        eval "$(scripts/ceph-dev.sh env)"
+        . scripts/venv.sh && dosna_link_rados
+    elif [ "$rc" = 3 ]; then
+        CEPH_OURS=0
+        echo "ceph and s3 tests will be SKIPPED: $(tail -n 1 /tmp/dosna-ceph-start.log)"
+    else
+        cat /tmp/dosna-ceph-start.log >&2
+        echo "run_tests.sh: the Ceph cluster did not start (see above)" >&2
+        exit 1
+    fi
+fi
+
 echo "== tests (hypothesis: $EXAMPLES cases per property)"
 "$PY" -m pytest -p no:cacheprovider --timeout=900 --timeout-method=thread --durations=10 \
-    "${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}"
+    -k "not ceph and not s3" "${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}"
+
+OBJECT_EXAMPLES=$(( EXAMPLES < 200 ? EXAMPLES : 200 ))
+echo "== object-store tests: ceph and s3 (hypothesis: $OBJECT_EXAMPLES cases per property)"
+DOSNA_HYPOTHESIS_EXAMPLES=$OBJECT_EXAMPLES "$PY" -m pytest -p no:cacheprovider --timeout=900 \
+    --timeout-method=thread --durations=10 -k "ceph or s3" "${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}"
 
 if [ "$QUICK" = 0 ]; then
     echo "== docs (mkdocs build --strict)"

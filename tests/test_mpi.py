@@ -14,23 +14,21 @@ pytestmark = requires_mpiexec
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("ranks", [2, 4])
-def test_conformance_suite_under_mpiexec(ranks, tmp_path):
+@pytest.mark.parametrize("backend,ranks", [("hdf5", 2), ("hdf5", 4), ("ceph", 2), ("s3", 2)])
+def test_conformance_suite_under_mpiexec(backend, ranks, tmp_path):
     """As in the original README: mpiexec -n N sh run_tests.sh --backend hdf5 --engine mpi --connection DIR."""
+    connection = {
+        "hdf5": str(tmp_path),
+        "ceph": os.environ.get("DOSNA_CEPH_POOL"),
+        "s3": os.environ.get("DOSNA_S3_BUCKET"),
+    }[backend]
+    if not connection:
+        pytest.skip(f"no {backend} store configured (run_tests.sh starts a throw-away Ceph cluster)")
+    examples = "150" if backend == "hdf5" else "50"
+    command = ["sh", os.path.join(ROOT, "run_tests.sh"), "--backend", backend, "--engine", "mpi"]
     result = run_mpi(
         ranks,
-        [
-            "sh",
-            os.path.join(ROOT, "run_tests.sh"),
-            "--backend",
-            "hdf5",
-            "--engine",
-            "mpi",
-            "--connection",
-            str(tmp_path),
-            "--examples",
-            "150",
-        ],
+        [*command, "--connection", connection, "--examples", examples],
         timeout=900,
         env={"DOSNA_MPI_TIMEOUT": "120"},
     )

@@ -57,6 +57,10 @@ INDEX_OBJECT = "dosna.datasets"
 META_OBJECT = "dosna.meta"
 _MAX_META = 1 << 20
 _LIST_INSTEAD_OF_GRID = 100_000  # above this many grid cells, delete by listing the namespace
+# Backends unpickled in worker processes share one connected backend per
+# process and configuration: connecting to the cluster for every task is slow.
+_WORKER_BACKENDS: dict[tuple, CephBackend] = {}
+_WORKER_LOCK = threading.Lock()
 
 
 class CephBackend(Backend):
@@ -115,7 +119,21 @@ class CephBackend(Backend):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._reset()
+        key = tuple(sorted((k, str(v)) for k, v in state.items()))
+        with _WORKER_LOCK:
+            shared = _WORKER_BACKENDS.get(key)
+            if shared is None:
+                self._reset()
+                shared = _WORKER_BACKENDS[key] = self
+        if shared is not self:  # use the process's connection and I/O contexts
+            self._cluster, self._ioctx, self._lock = shared._cluster, shared._ioctx, shared._lock
+            self._shared_with = shared
+
+    def _ensure_connected(self) -> None:
+        owner = getattr(self, "_shared_with", self)
+        if owner._cluster is None:
+            owner.connect()
+            self._cluster = owner._cluster
 
     @property
     def location(self) -> str:
@@ -174,7 +192,7 @@ class CephBackend(Backend):
         ioctx = self._ioctx.get(namespace)
         if ioctx is None:
             if self._cluster is None:
-                self.connect()  # a worker process that received a pickled backend
+                self._ensure_connected()  # a worker process that received a pickled backend
             with self._lock:
                 ioctx = self._ioctx.get(namespace)
                 if ioctx is None:

@@ -1,0 +1,358 @@
+"""The ``s3`` backend: datasets as key prefixes in one S3 bucket, through boto3.
+
+Layout in the bucket given as the connection name::
+
+    <dataset>/.dosna.json      metadata (JSON)
+    <dataset>/3.0.12           chunk (3, 0, 12): the chunk's raw bytes
+
+One bucket per connection (the original used one bucket per dataset). A chunk
+is read with a single GET (a missing key reads as the fill value: no HEAD
+first), partial reads use ranged GETs, and many-chunk calls run requests
+concurrently. Credentials come from the standard AWS chain (environment
+variables, shared credentials file, instance roles); they never appear in
+dosna's messages. TLS certificates are verified unless ``verify=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import (
+    BackendUnavailableError,
+    ChunkCorruptError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DosnaError,
+    InvalidNameError,
+    StoreUnavailableError,
+)
+from ..indexing import ChunkSel, read_selection
+from ..metadata import DatasetMeta
+from .base import Backend, chunk_key, parse_chunk_key
+from .objects import decode, encode, ranged_read
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise BackendUnavailableError("the s3 backend needs boto3: pip install 'dosna[s3]'") from exc
+
+__all__ = ["S3Backend", "validate_bucket_name"]
+
+META_KEY = ".dosna.json"
+# Clients of backends unpickled in worker processes, shared per process: a task
+# arrives with a fresh copy of the backend, and a client takes ~50 ms to build.
+_WORKER_CLIENTS: dict[tuple, Any] = {}
+_WORKER_LOCK = threading.Lock()
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+def validate_bucket_name(name: str) -> str:
+    """Return ``name`` if it is a valid S3 bucket name, else raise InvalidNameError (before any request)."""
+    if (
+        not isinstance(name, str)
+        or not _BUCKET_RE.fullmatch(name)
+        or ".." in name
+        or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name)
+    ):
+        raise InvalidNameError(
+            f"invalid S3 bucket name {name!r}: 3-63 characters from lowercase letters, digits, '.' and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def _code(exc: Exception) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "unknown"))
+    return type(exc).__name__
+
+
+class S3Backend(Backend):
+    """Datasets as key prefixes in one S3 bucket.
+
+    Parameters
+    ----------
+    name : str
+        The bucket (created on connect if missing and ``create`` is true).
+    endpoint_url : str, optional
+        S3 endpoint, e.g. ``'http://127.0.0.1:7480'`` for a local radosgw;
+        default: AWS.
+    verify : bool or str, default True
+        Verify TLS certificates; or the path of a CA bundle. False disables
+        verification (never do that over an untrusted network).
+    profile_name : str, default ``'default'``
+        Profile in the shared credentials/config files; ``'default'`` means the
+        standard chain (environment variables first).
+    region_name : str, optional
+        Region (default ``$AWS_DEFAULT_REGION`` or ``us-east-1``).
+    create : bool, default True
+        Create the bucket if it does not exist.
+    timeout : float, default 5
+        Seconds to connect to the endpoint.
+    op_timeout : float, default 30
+        Seconds to wait for a response.
+    retries : int, default 4
+        Attempts for transient errors (botocore's standard retry mode).
+    io_threads : int, default 8
+        Requests in flight at once for one many-chunk call.
+    addressing_style : str, default ``'path'``
+        ``'path'`` (radosgw, MinIO) or ``'virtual'``.
+    """
+
+    name: ClassVar[str] = "s3"
+
+    def __init__(
+        self,
+        name: str,
+        endpoint_url: str | None = None,
+        verify: bool | str = True,
+        profile_name: str | None = "default",
+        region_name: str | None = None,
+        create: bool = True,
+        timeout: float = 5,
+        op_timeout: float = 30,
+        retries: int = 4,
+        io_threads: int = 8,
+        addressing_style: str = "path",
+    ) -> None:
+        super().__init__(validate_bucket_name(name))
+        self.endpoint_url = endpoint_url
+        self.verify = verify
+        self.profile_name = None if profile_name in (None, "default") else profile_name
+        self.region_name = region_name or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.create = create
+        self.timeout = float(timeout)
+        self.op_timeout = float(op_timeout)
+        self.retries = int(retries)
+        self.io_threads = max(1, int(io_threads))
+        self.addressing_style = addressing_style
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client: Any = None
+        self._shared = False
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # worker processes build their own client
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+        key = tuple(sorted((k, str(v)) for k, v in state.items()))
+        with _WORKER_LOCK:
+            if key not in _WORKER_CLIENTS:
+                _WORKER_CLIENTS[key] = self._make_client()
+            self._client = _WORKER_CLIENTS[key]
+        self._shared = True
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.connection_name}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
+    # -- connection ------------------------------------------------------------
+    def _make_client(self) -> Any:
+        config = botocore.config.Config(
+            s3={"addressing_style": self.addressing_style},
+            retries={"max_attempts": self.retries, "mode": "standard"},
+            connect_timeout=self.timeout,
+            read_timeout=self.op_timeout,
+            max_pool_connections=max(10, 2 * self.io_threads),
+            signature_version="s3v4",
+        )
+        try:
+            session = boto3.session.Session(profile_name=self.profile_name)
+        except botocore.exceptions.ProfileNotFound:
+            raise DosnaError(f"AWS profile {self.profile_name!r} is not configured") from None
+        return session.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            verify=self.verify,
+            region_name=self.region_name,
+            config=config,
+        )
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
+
+    def connect(self) -> None:
+        with self._failures("reach the bucket"):
+            try:
+                self.client.head_bucket(Bucket=self.connection_name)
+                return
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+        if not self.create:
+            raise DosnaError(f"bucket {self.location} does not exist (and create=False)")
+        try:
+            self.client.create_bucket(Bucket=self.connection_name)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) not in ("BucketAlreadyOwnedByYou",):
+                raise DosnaError(f"cannot create bucket {self.location}: {_code(exc)}") from None
+
+    def disconnect(self) -> None:
+        with self._lock:
+            if self._client is not None and not self._shared:
+                with contextlib.suppress(Exception):
+                    self._client.close()
+            self._client = None
+
+    @contextlib.contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """Turn transport and service errors into StoreUnavailableError; no credentials in messages."""
+        try:
+            yield
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise
+            raise StoreUnavailableError(f"{self.location}: {what} failed: {_code(exc)}") from None
+        except botocore.exceptions.NoCredentialsError:
+            raise DosnaError(
+                f"{self.location}: no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "or a profile)"
+            ) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise StoreUnavailableError(f"{self.location}: {what} failed: {type(exc).__name__}") from None
+
+    # -- helpers ------------------------------------------------------------------
+    def _get(self, key: str, what: str, byte_range: tuple[int, int] | None = None) -> bytes | None:
+        kwargs = {"Bucket": self.connection_name, "Key": key}
+        if byte_range is not None:
+            kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[0] + byte_range[1] - 1}"
+        with self._failures(what):
+            try:
+                return self.client.get_object(**kwargs)["Body"].read()
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in _MISSING:
+                    return None
+                raise
+
+    def _exists(self, key: str, what: str) -> bool:
+        with self._failures(what):
+            try:
+                self.client.head_object(Bucket=self.connection_name, Key=key)
+                return True
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in _MISSING:
+                    return False
+                raise
+
+    def _put(self, key: str, body: bytes, what: str) -> None:
+        with self._failures(what):
+            self.client.put_object(Bucket=self.connection_name, Key=key, Body=body)
+
+    def _keys(self, prefix: str, what: str) -> list[str]:
+        keys: list[str] = []
+        with self._failures(what):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.connection_name, Prefix=prefix
+            ):
+                keys.extend(obj["Key"] for obj in page.get("Contents", ()))
+        return keys
+
+    # -- datasets -------------------------------------------------------------------
+    def list_datasets(self) -> list[str]:
+        prefixes: list[str] = []
+        with self._failures("list datasets"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.connection_name, Delimiter="/"
+            ):
+                prefixes.extend(p["Prefix"][:-1] for p in page.get("CommonPrefixes", ()))
+        return sorted(name for name in prefixes if self._exists(f"{name}/{META_KEY}", "list datasets"))
+
+    def meta_location(self, dataset: str) -> str:
+        return f"{self.location}/{dataset}/{META_KEY}"
+
+    def read_meta(self, dataset: str) -> bytes | None:
+        return self._get(f"{dataset}/{META_KEY}", f"read metadata of {dataset!r}")
+
+    def create_meta(self, dataset: str, data: bytes) -> None:
+        # S3 has no portable create-if-absent: check, then write. Two clients
+        # creating the same name at the same moment: the last one wins.
+        if self._exists(f"{dataset}/{META_KEY}", f"create dataset {dataset!r}"):
+            raise DatasetExistsError(f"dataset {dataset!r} already exists in {self.location}")
+        self._put(f"{dataset}/{META_KEY}", bytes(data), f"create dataset {dataset!r}")
+
+    def update_meta(self, dataset: str, data: bytes) -> None:
+        if not self._exists(f"{dataset}/{META_KEY}", f"update metadata of {dataset!r}"):
+            raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
+        self._put(f"{dataset}/{META_KEY}", bytes(data), f"update metadata of {dataset!r}")
+
+    def delete_dataset(self, dataset: str) -> None:
+        meta_key = f"{dataset}/{META_KEY}"
+        if not self._exists(meta_key, f"delete dataset {dataset!r}"):
+            raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
+        with self._failures(f"delete dataset {dataset!r}"):
+            self.client.delete_object(Bucket=self.connection_name, Key=meta_key)  # gone from here on
+            keys = self._keys(f"{dataset}/", f"delete dataset {dataset!r}")  # only this dataset's keys
+            for start in range(0, len(keys), 1000):
+                self.client.delete_objects(
+                    Bucket=self.connection_name,
+                    Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
+                )
+
+    # -- chunks ----------------------------------------------------------------------------
+    def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
+        return f"{self.location}/{meta.name}/{chunk_key(idx)}"
+
+    def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
+        raw = self._get(f"{meta.name}/{chunk_key(idx)}", f"read chunk {idx} of {meta.name!r}")
+        return None if raw is None else decode(meta, idx, raw, self.chunk_location(meta, idx))
+
+    def read_chunk_part(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> np.ndarray | None:
+        ranged = ranged_read(meta, idx, sel)
+        if ranged is None:
+            data = self.read_chunk(meta, idx)
+            return None if data is None else read_selection(data, sel)
+        raw = self._get(
+            f"{meta.name}/{chunk_key(idx)}",
+            f"read chunk {idx} of {meta.name!r}",
+            (ranged.offset, ranged.length),
+        )
+        if raw is None:
+            return None
+        if len(raw) != ranged.length:
+            raise ChunkCorruptError(
+                meta.name,
+                idx,
+                self.chunk_location(meta, idx),
+                f"shorter than the {ranged.offset + ranged.length} bytes read",
+            )
+        return ranged.cut(raw)
+
+    def read_threads(self, part_nbytes: float) -> int:
+        return self.io_threads  # every request waits on the network
+
+    def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
+        data = self.check_chunk(meta, idx, data)
+        self._put(f"{meta.name}/{chunk_key(idx)}", bytes(encode(data)), f"write chunk {idx} of {meta.name!r}")
+
+    def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
+        return self._exists(f"{meta.name}/{chunk_key(idx)}", f"look up chunk {idx} of {meta.name!r}")
+
+    def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
+        with self._failures(f"delete chunk {idx} of {meta.name!r}"):
+            self.client.delete_object(Bucket=self.connection_name, Key=f"{meta.name}/{chunk_key(idx)}")
+
+    def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
+        prefix = f"{meta.name}/"
+        keys = self._keys(prefix, f"list chunks of {meta.name!r}")
+        return sorted(
+            i for i in (parse_chunk_key(k[len(prefix) :], meta.ndim) for k in keys) if i is not None
+        )
