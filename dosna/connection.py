@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,7 @@ from . import registry
 from .dataset import Dataset
 from .errors import (
     ConnectionClosedError,
+    DatasetExistsError,
     DatasetNotFoundError,
     MetadataCorruptError,
 )
@@ -169,15 +172,27 @@ class Connection:
         def create() -> None:
             self.backend.create_meta(name, meta.to_json())
 
-        self.engine.collective(create)
         ds = Dataset(self, meta)
         if data is not None:
+            # The data goes in first and the metadata last: a dataset appears
+            # only with all its chunks, and a load that fails (or a store that
+            # goes away) leaves no metadata claiming data that was never written.
+            if self.has_dataset(name):
+                raise DatasetExistsError(f"dataset {name!r} already exists in {self.backend.location}")
             try:
                 ds.load(data)
             except BaseException:
-                self._delete_quietly_collective(name)
+                self._discard_chunks(meta)
                 raise
+        self.engine.collective(create)
         return ds
+
+    def _discard_chunks(self, meta: DatasetMeta) -> None:
+        """Best effort: remove the chunks of a dataset whose creation failed."""
+        with contextlib.suppress(Exception):
+            self.engine.run_collective(
+                partial(self.backend.delete_chunk, meta), Dataset(self, meta).chunk_indices()
+            )
 
     def _delete_quietly_collective(self, name: str) -> None:
         """Delete a dataset being rolled back; a missing one is fine."""

@@ -492,6 +492,28 @@ class ConformanceSuite:
             ds.map(boom, "mapfail-out2")
         assert "mapfail-out2" not in connection
 
+    def test_failed_load_leaves_no_dataset(self, connection: Connection) -> None:
+        class BreaksHalfway:
+            """An array-like source whose reads fail after a few chunks."""
+
+            shape, dtype = (8, 8), np.dtype("f8")
+
+            def __init__(self) -> None:
+                self.reads = 0
+
+            def __getitem__(self, key: Any) -> np.ndarray:
+                self.reads += 1
+                if self.reads > 2:
+                    raise OSError("source went away")
+                return np.ones((8, 8))[key]
+
+        with pytest.raises((OSError, DosnaError)):
+            connection.create_dataset("half", data=BreaksHalfway(), chunk_size=2)
+        self.sync(connection)
+        assert "half" not in connection
+        ds = connection.create_dataset("half", shape=(8, 8), chunk_size=2)
+        assert _same(ds[...], np.zeros((8, 8)))  # no leftovers of the failed attempt
+
     # -- chunks ------------------------------------------------------------------
     def test_chunk_api(self, connection: Connection) -> None:
         ds = connection.create_dataset("chunks", shape=(5, 5), dtype="i4", fillvalue=3, chunk_size=(2, 4))

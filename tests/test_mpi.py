@@ -60,7 +60,9 @@ def test_mpi_demo_example(tmp_path):
 
 
 SCRIPT_HEADER = """
-import sys, numpy as np, dosna as dn
+import os, sys, numpy as np, dosna as dn
+def say(text):  # one write per line: lines of different ranks never interleave
+    os.write(1, (text + chr(10)).encode())
 from dosna.engines.mpi import RankFailedError
 directory = sys.argv[1]
 con = dn.connection('job', backend='hdf5', directory=directory, engine='mpi')
@@ -78,13 +80,13 @@ def test_error_on_one_rank_raises_on_every_rank(tmp_path):
         try:
             ds.map(fails_on_rank_1, 'out')
         except Exception as exc:
-            print(f'raised {type(exc).__name__} {exc}', flush=True)
-        print(f"out exists: {'out' in con}", flush=True)
+            say(f'raised {type(exc).__name__} {exc}')
+        say(f"out exists: {'out' in con}")
         try:
             con.create_dataset('d', shape=(2,))
         except dn.DatasetExistsError as exc:
-            print('exists raised everywhere', flush=True)
-        print('done', flush=True)
+            say('exists raised everywhere')
+        say('done')
     """)
     result = python_mpi(3, script, str(tmp_path), timeout=120, env={"DOSNA_MPI_TIMEOUT": "60"})
     assert result.returncode == 0, str(result)
@@ -103,10 +105,10 @@ def test_missing_rank_makes_the_others_abort_not_hang(tmp_path):
     script = SCRIPT_HEADER + textwrap.dedent("""
         ds = con.create_dataset('d', shape=(8, 8), chunk_size=4)
         if rank == 1:
-            print('rank 1 is busy elsewhere and never takes part', flush=True)
+            say('rank 1 is busy elsewhere and never takes part')
             import time; time.sleep(90)
         ds.load(np.ones((8, 8)))  # collective: rank 1 never arrives
-        print('should not get here', flush=True)
+        say('should not get here')
     """)
     result = python_mpi(2, script, str(tmp_path), timeout=120, env={"DOSNA_MPI_TIMEOUT": "3"})
     assert result.returncode != 0, str(result)
@@ -117,11 +119,11 @@ def test_missing_rank_makes_the_others_abort_not_hang(tmp_path):
 
 def test_ram_backend_refused_with_several_ranks():
     script = textwrap.dedent("""
-        import dosna as dn
+        import os, dosna as dn
         try:
             dn.connection('x', backend='ram', engine='mpi')
         except dn.DosnaError as exc:
-            print(f'refused: {exc}', flush=True)
+            os.write(1, f'refused: {exc}\\n'.encode())
     """)
     result = python_mpi(2, script, timeout=60)
     assert result.returncode == 0, str(result)
@@ -143,8 +145,8 @@ def test_ranks_write_disjoint_slabs_concurrently(tmp_path):
         everyone = con.mpi_comm.allgather(mine)
         if rank == 0:
             flat = [c for part in everyone for c in part]
-            print(f'chunks disjoint and complete: {sorted(flat) == ds.chunk_indices()}', flush=True)
-            print(f'data correct: {np.array_equal(ds[...], truth * 2)}', flush=True)
+            say(f'chunks disjoint and complete: {sorted(flat) == ds.chunk_indices()}')
+            say(f'data correct: {np.array_equal(ds[...], truth * 2)}')
     """)
     result = python_mpi(4, script, str(tmp_path), timeout=120)
     assert result.returncode == 0, str(result)

@@ -364,10 +364,12 @@ class Hdf5Backend(Backend):
         data = self.check_chunk(meta, idx, data)
         header, _, trailer = _template(data.shape, meta.dtype.str)
         path = self.chunk_location(meta, idx)
+        buffers = [header, data.reshape(-1).view(np.uint8), trailer]
         try:
-            self._write_file(path, [header, data.reshape(-1).view(np.uint8), trailer])
-        except FileNotFoundError:
-            raise DatasetNotFoundError(f"dataset {meta.name!r} does not exist in {self.root}") from None
+            self._write_file(path, buffers)
+        except FileNotFoundError:  # chunks may be written before the dataset's metadata
+            os.makedirs(self._dataset_dir(meta.name), exist_ok=True)
+            self._write_file(path, buffers)
         self._cache.discard(path)
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:

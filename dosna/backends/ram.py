@@ -24,7 +24,7 @@ __all__ = ["RamBackend"]
 
 @dataclass
 class _Stored:
-    meta: bytes
+    meta: bytes | None  # None: chunks written for a dataset not yet created
     chunks: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
 
 
@@ -53,14 +53,12 @@ class RamBackend(Backend):
     def location(self) -> str:
         return f"ram://{self.connection_name}"
 
-    def _get(self, dataset: str) -> _Stored:
-        try:
-            return self._datasets[dataset]
-        except KeyError:
-            raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}") from None
+    def _chunks(self, dataset: str) -> dict[tuple[int, ...], np.ndarray]:
+        stored = self._datasets.get(dataset)
+        return {} if stored is None else stored.chunks
 
     def list_datasets(self) -> list[str]:
-        return sorted(self._datasets)
+        return sorted(name for name, stored in self._datasets.items() if stored.meta is not None)
 
     def read_meta(self, dataset: str) -> bytes | None:
         stored = self._datasets.get(dataset)
@@ -68,31 +66,39 @@ class RamBackend(Backend):
 
     def create_meta(self, dataset: str, data: bytes) -> None:
         with _LOCK:
-            if dataset in self._datasets:
+            stored = self._datasets.setdefault(dataset, _Stored(None))
+            if stored.meta is not None:
                 raise DatasetExistsError(f"dataset {dataset!r} already exists in {self.location}")
-            self._datasets[dataset] = _Stored(bytes(data))
+            stored.meta = bytes(data)
 
     def update_meta(self, dataset: str, data: bytes) -> None:
-        self._get(dataset).meta = bytes(data)
+        stored = self._datasets.get(dataset)
+        if stored is None or stored.meta is None:
+            raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
+        stored.meta = bytes(data)
 
     def delete_dataset(self, dataset: str) -> None:
         with _LOCK:
-            if self._datasets.pop(dataset, None) is None:
+            stored = self._datasets.get(dataset)
+            if stored is None or stored.meta is None:
                 raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
+            del self._datasets[dataset]
 
     def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
-        return self._get(meta.name).chunks.get(idx)
+        return self._chunks(meta.name).get(idx)
 
     def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
         data = np.array(self.check_chunk(meta, idx, data), copy=True)
         data.flags.writeable = False  # readers get views of it
-        self._get(meta.name).chunks[idx] = data
+        with _LOCK:  # chunks may be written before the dataset's metadata
+            stored = self._datasets.setdefault(meta.name, _Stored(None))
+        stored.chunks[idx] = data
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
-        return idx in self._get(meta.name).chunks
+        return idx in self._chunks(meta.name)
 
     def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
-        self._get(meta.name).chunks.pop(idx, None)
+        self._chunks(meta.name).pop(idx, None)
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
-        return list(self._get(meta.name).chunks)
+        return list(self._chunks(meta.name))

@@ -65,14 +65,16 @@ def run_in_threads(func: Callable[[T], Any], items: Iterable[T], threads: int) -
     pool = _thread_pool(threads)
     pending: set = set()
     errors: list[BaseException] = []
-    for item in items:
-        pending.add(pool.submit(func, item))
-        if len(pending) >= 4 * threads:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            errors.extend(f.exception() for f in done if f.exception() is not None)
-            if errors:
-                break
-    done, _ = wait(pending)
+    try:
+        for item in items:  # the iterator itself may fail (a source that breaks)
+            pending.add(pool.submit(func, item))
+            if len(pending) >= 4 * threads:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                errors.extend(f.exception() for f in done if f.exception() is not None)
+                if errors:
+                    break
+    finally:
+        done, _ = wait(pending)  # never return while tasks still run
     errors.extend(f.exception() for f in done if f.exception() is not None)
     if errors:
         raise errors[0]
