@@ -169,22 +169,27 @@ class Connection:
             raise TypeError("create_dataset needs a shape or data")
         meta = DatasetMeta.create(name, shape, "f8" if dtype is None else dtype, fillvalue, chunk_size, attrs)
 
-        def create() -> None:
+        def prepare() -> None:
+            if self.backend.read_meta(name) is not None:
+                raise DatasetExistsError(f"dataset {name!r} already exists in {self.backend.location}")
+            # chunks of an earlier creation that failed before its metadata was written
+            self.backend.purge_uncommitted(meta)
+
+        def commit() -> None:
             self.backend.create_meta(name, meta.to_json())
 
         ds = Dataset(self, meta)
+        self.engine.collective(prepare)
         if data is not None:
             # The data goes in first and the metadata last: a dataset appears
             # only with all its chunks, and a load that fails (or a store that
             # goes away) leaves no metadata claiming data that was never written.
-            if self.has_dataset(name):
-                raise DatasetExistsError(f"dataset {name!r} already exists in {self.backend.location}")
             try:
                 ds.load(data)
             except BaseException:
                 self._discard_chunks(meta)
                 raise
-        self.engine.collective(create)
+        self.engine.collective(commit)
         return ds
 
     def _discard_chunks(self, meta: DatasetMeta) -> None:

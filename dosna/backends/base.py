@@ -135,6 +135,14 @@ class Backend(ABC):
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         """Indices of the chunks that have been written."""
 
+    def purge_uncommitted(self, meta: DatasetMeta) -> None:
+        """Remove chunks left under ``meta.name`` by a creation that never wrote its metadata.
+
+        Called before a dataset is created, when no dataset of that name exists.
+        """
+        for idx in list(self.list_chunks(meta)):
+            self.delete_chunk(meta, idx)
+
     def read_threads(self, part_nbytes: float) -> int:
         """How many concurrent reads pay off when each reads about ``part_nbytes``."""
         return self.io_threads if part_nbytes >= 1 << 16 else 1
