@@ -24,8 +24,12 @@ CEPH_CONF = os.environ.get("DOSNA_CEPH_CONF")
 POOL = os.environ.get("DOSNA_CEPH_POOL")
 S3_ENDPOINT = os.environ.get("DOSNA_S3_ENDPOINT")
 BUCKET = os.environ.get("DOSNA_S3_BUCKET")
-needs_ceph = pytest.mark.skipif(not (CEPH_CONF and POOL), reason="no ceph cluster configured (run_tests.sh starts one)")
-needs_s3 = pytest.mark.skipif(not (S3_ENDPOINT and BUCKET), reason="no S3 endpoint configured (run_tests.sh starts one)")
+needs_ceph = pytest.mark.skipif(
+    not (CEPH_CONF and POOL), reason="no ceph cluster configured (run_tests.sh starts one)"
+)
+needs_s3 = pytest.mark.skipif(
+    not (S3_ENDPOINT and BUCKET), reason="no S3 endpoint configured (run_tests.sh starts one)"
+)
 
 
 def free_port() -> int:
@@ -145,7 +149,9 @@ def test_s3_dead_endpoint_fails_fast_without_credentials_in_message(caplog):
     caplog.set_level(logging.DEBUG, logger="dosna")
     start = time.monotonic()
     with pytest.raises(StoreUnavailableError) as err:
-        dn.Connection(BUCKET, backend="s3", endpoint_url=f"http://127.0.0.1:{free_port()}", timeout=2, retries=1).connect()
+        dn.Connection(
+            BUCKET, backend="s3", endpoint_url=f"http://127.0.0.1:{free_port()}", timeout=2, retries=1
+        ).connect()
     assert time.monotonic() - start < 30
     for secret in (os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]):
         assert secret not in str(err.value) and secret not in caplog.text
