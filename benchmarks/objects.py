@@ -204,7 +204,7 @@ def main(argv=None) -> dict:
                 entry["write"].append(data.nbytes / 1e6 / (written - start))
                 entry["read"].append(data.nbytes / 1e6 / (done - written))
     report = {"shape": shape, "chunks": chunks, "MB/s": {}, "ratios": {}}
-    for group, systems in times.items():
+    for systems in times.values():
         for name, ops in systems.items():
             report["MB/s"][name] = {
                 op: {"best": max(v), "median": statistics.median(v)} for op, v in ops.items()

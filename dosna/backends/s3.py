@@ -103,7 +103,7 @@ class S3Backend(Backend):
         Seconds to wait for a response.
     retries : int, default 4
         Attempts for transient errors (botocore's standard retry mode).
-    io_threads : int, default 8
+    io_threads : int, default 16
         Requests in flight at once for one many-chunk call.
     addressing_style : str, default ``'path'``
         ``'path'`` (radosgw, MinIO) or ``'virtual'``.
@@ -122,7 +122,7 @@ class S3Backend(Backend):
         timeout: float = 5,
         op_timeout: float = 30,
         retries: int = 4,
-        io_threads: int = 8,
+        io_threads: int = 16,
         addressing_style: str = "path",
     ) -> None:
         super().__init__(validate_bucket_name(name))
