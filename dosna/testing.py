@@ -544,18 +544,19 @@ class ConformanceSuite:
 
     # -- NumPy oracle (hypothesis) ---------------------------------------------
     if st is not None:
-
-        @given(case=index_cases())
-        @settings(
+        _oracle_settings = settings(
             max_examples=_examples(),
             deadline=None,
-            **_HYPOTHESIS_MPI,
             suppress_health_check=[
                 HealthCheck.function_scoped_fixture,
                 HealthCheck.too_slow,
                 HealthCheck.differing_executors,
             ],
+            **_HYPOTHESIS_MPI,
         )
+
+        @given(case=index_cases())
+        @_oracle_settings
         def test_numpy_oracle_get(self, connection: Connection, case: tuple) -> None:
             shape, chunks, dtype, key = case
             data = random_array(shape, dtype, 9)
@@ -573,16 +574,7 @@ class ConformanceSuite:
                 connection.del_dataset(name)
 
         @given(case=index_cases(), seed=st.integers(0, 2**16))
-        @settings(
-            max_examples=_examples(),
-            deadline=None,
-            **_HYPOTHESIS_MPI,
-            suppress_health_check=[
-                HealthCheck.function_scoped_fixture,
-                HealthCheck.too_slow,
-                HealthCheck.differing_executors,
-            ],
-        )
+        @_oracle_settings
         def test_numpy_oracle_set(self, connection: Connection, case: tuple, seed: int) -> None:
             shape, chunks, dtype, key = case
             data = random_array(shape, dtype, 10)

@@ -32,16 +32,14 @@ import numpy as np
 
 from ..errors import (
     BackendUnavailableError,
-    ChunkCorruptError,
     DatasetExistsError,
     DatasetNotFoundError,
     DosnaError,
     StoreUnavailableError,
 )
-from ..indexing import ChunkSel, read_selection
 from ..metadata import DatasetMeta
-from .base import Backend, chunk_key, parse_chunk_key
-from .objects import decode, encode, ranged_read
+from .base import chunk_key, parse_chunk_key
+from .objects import RawObjectBackend, encode
 
 try:
     import rados
@@ -63,7 +61,7 @@ _WORKER_BACKENDS: dict[tuple, CephBackend] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-class CephBackend(Backend):
+class CephBackend(RawObjectBackend):
     """Datasets in a Ceph pool (one namespace each), chunks as objects.
 
     Parameters
@@ -308,33 +306,16 @@ class CephBackend(Backend):
     def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
         return f"{self.location}/{meta.name}/{chunk_key(idx)}"
 
-    def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
-        nbytes = math.prod(meta.chunk_shape(idx)) * meta.dtype.itemsize
+    def fetch(
+        self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int] | None
+    ) -> bytes | None:
+        if byte_range is None:  # one byte more than expected notices a chunk that is too long
+            byte_range = (0, math.prod(meta.chunk_shape(idx)) * meta.dtype.itemsize + 1)
         with self._failures(f"read chunk {idx} of {meta.name!r}"):
             try:
-                raw = self._ctx(meta.name).read(chunk_key(idx), nbytes + 1)  # +1 notices a chunk too long
+                return self._ctx(meta.name).read(chunk_key(idx), byte_range[1], byte_range[0])
             except rados.ObjectNotFound:
                 return None
-        return decode(meta, idx, raw, self.chunk_location(meta, idx))
-
-    def read_chunk_part(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> np.ndarray | None:
-        ranged = ranged_read(meta, idx, sel)
-        if ranged is None:
-            data = self.read_chunk(meta, idx)
-            return None if data is None else read_selection(data, sel)
-        with self._failures(f"read chunk {idx} of {meta.name!r}"):
-            try:
-                raw = self._ctx(meta.name).read(chunk_key(idx), ranged.length, ranged.offset)
-            except rados.ObjectNotFound:
-                return None
-        if len(raw) != ranged.length:
-            raise ChunkCorruptError(
-                meta.name,
-                idx,
-                self.chunk_location(meta, idx),
-                f"shorter than the {ranged.offset + ranged.length} bytes read",
-            )
-        return ranged.cut(raw)
 
     def read_threads(self, part_nbytes: float) -> int:
         # Large reads are bound by the CPU the client and the OSD share; small

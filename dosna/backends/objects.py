@@ -8,14 +8,16 @@ size is detected at once, and any element can be located for a ranged read.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 
 import numpy as np
 
 from ..errors import ChunkCorruptError
 from ..indexing import ChunkSel, read_selection
 from ..metadata import DatasetMeta
+from .base import Backend
 
-__all__ = ["RangedRead", "decode", "encode", "ranged_read"]
+__all__ = ["RangedRead", "RawObjectBackend", "decode", "encode", "ranged_read"]
 
 
 def encode(data: np.ndarray) -> memoryview:
@@ -85,3 +87,38 @@ def ranged_read(meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> Range
     plan = RangedRead(meta, idx, sel)
     full = math.prod(meta.chunk_shape(idx)) * meta.dtype.itemsize
     return plan if plan.length * 2 <= full else None
+
+
+class RawObjectBackend(Backend):
+    """A backend whose chunks are raw-byte objects: reads, whole or ranged, done once.
+
+    Subclasses implement :meth:`fetch` (and the writes and listings of :class:`Backend`).
+    """
+
+    @abstractmethod
+    def fetch(
+        self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int] | None
+    ) -> bytes | None:
+        """The bytes of chunk ``idx`` — all of them (at least one more than expected if
+        the object is longer), or ``(offset, length)`` of them — or None if missing."""
+
+    def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
+        raw = self.fetch(meta, idx, None)
+        return None if raw is None else decode(meta, idx, raw, self.chunk_location(meta, idx))
+
+    def read_chunk_part(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> np.ndarray | None:
+        ranged = ranged_read(meta, idx, sel)
+        if ranged is None:
+            data = self.read_chunk(meta, idx)
+            return None if data is None else read_selection(data, sel)
+        raw = self.fetch(meta, idx, (ranged.offset, ranged.length))
+        if raw is None:
+            return None
+        if len(raw) != ranged.length:
+            raise ChunkCorruptError(
+                meta.name,
+                idx,
+                self.chunk_location(meta, idx),
+                f"shorter than the {ranged.offset + ranged.length} bytes read",
+            )
+        return ranged.cut(raw)

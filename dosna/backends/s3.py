@@ -26,17 +26,15 @@ import numpy as np
 
 from ..errors import (
     BackendUnavailableError,
-    ChunkCorruptError,
     DatasetExistsError,
     DatasetNotFoundError,
     DosnaError,
     InvalidNameError,
     StoreUnavailableError,
 )
-from ..indexing import ChunkSel, read_selection
 from ..metadata import DatasetMeta
-from .base import Backend, chunk_key, parse_chunk_key
-from .objects import decode, encode, ranged_read
+from .base import chunk_key, parse_chunk_key
+from .objects import RawObjectBackend, encode
 
 try:
     import boto3
@@ -77,7 +75,7 @@ def _code(exc: Exception) -> str:
     return type(exc).__name__
 
 
-class S3Backend(Backend):
+class S3Backend(RawObjectBackend):
     """Datasets as key prefixes in one S3 bucket.
 
     Parameters
@@ -311,30 +309,10 @@ class S3Backend(Backend):
     def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
         return f"{self.location}/{meta.name}/{chunk_key(idx)}"
 
-    def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
-        raw = self._get(f"{meta.name}/{chunk_key(idx)}", f"read chunk {idx} of {meta.name!r}")
-        return None if raw is None else decode(meta, idx, raw, self.chunk_location(meta, idx))
-
-    def read_chunk_part(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> np.ndarray | None:
-        ranged = ranged_read(meta, idx, sel)
-        if ranged is None:
-            data = self.read_chunk(meta, idx)
-            return None if data is None else read_selection(data, sel)
-        raw = self._get(
-            f"{meta.name}/{chunk_key(idx)}",
-            f"read chunk {idx} of {meta.name!r}",
-            (ranged.offset, ranged.length),
-        )
-        if raw is None:
-            return None
-        if len(raw) != ranged.length:
-            raise ChunkCorruptError(
-                meta.name,
-                idx,
-                self.chunk_location(meta, idx),
-                f"shorter than the {ranged.offset + ranged.length} bytes read",
-            )
-        return ranged.cut(raw)
+    def fetch(
+        self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int] | None
+    ) -> bytes | None:
+        return self._get(f"{meta.name}/{chunk_key(idx)}", f"read chunk {idx} of {meta.name!r}", byte_range)
 
     def read_threads(self, part_nbytes: float) -> int:
         return self.io_threads  # every request waits on the network

@@ -92,8 +92,6 @@ class Engine:
     """
 
     name: ClassVar[str] = "cpu"
-    #: Options the engine takes (for messages).
-    options: ClassVar[tuple[str, ...]] = ()
     #: Tasks run in this process's memory (threads or inline), so they may
     #: write their results straight into a shared output array.
     shares_memory: ClassVar[bool] = True
@@ -144,9 +142,6 @@ class Engine:
 
     def barrier(self) -> None:
         """Wait until every process of the job gets here."""
-
-    def close(self) -> None:
-        """Release workers or communicators."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} rank {self.rank} of {self.size}>"

@@ -42,7 +42,6 @@ class JoblibEngine(Engine):
     """
 
     name: ClassVar[str] = "joblib"
-    options: ClassVar[tuple[str, ...]] = ("njobs", "jlbackend")
 
     def __init__(
         self, njobs: int | None = None, jlbackend: str = "threading", **parallel_options: Any

@@ -64,7 +64,6 @@ class MpiEngine(Engine):
     """
 
     name: ClassVar[str] = "mpi"
-    options: ClassVar[tuple[str, ...]] = ("comm", "timeout")
 
     def __init__(self, comm: Any = None, timeout: float | None = None) -> None:
         self.comm = comm if comm is not None else MPI.COMM_WORLD
