@@ -84,8 +84,12 @@ echo "== lint (ruff)"
 
 # A throw-away Ceph cluster (RADOS + S3 via radosgw) on 127.0.0.1 for the ceph and s3 backends.
 CEPH_OURS=0
-stop_ceph() { [ "$CEPH_OURS" = 1 ] && scripts/ceph-dev.sh stop || true; }
-trap stop_ceph EXIT
+site=""
+cleanup() {   # on any exit, also when tests fail
+    if [ "$CEPH_OURS" = 1 ]; then scripts/ceph-dev.sh stop || true; fi
+    if [ -n "$site" ]; then rm -rf "$site"; fi
+}
+trap cleanup EXIT
 if [ -z "${DOSNA_CEPH_CONF:-}" ]; then
     echo "== starting a throw-away Ceph cluster (scripts/ceph-dev.sh start)"
     scripts/ceph-dev.sh status >/dev/null 2>&1 || CEPH_OURS=1
@@ -118,7 +122,6 @@ DOSNA_HYPOTHESIS_EXAMPLES=$OBJECT_EXAMPLES "$PY" -m pytest -p no:cacheprovider -
 if [ "$QUICK" = 0 ]; then
     echo "== docs (mkdocs build --strict)"
     site=$(mktemp -d)
-    trap 'rm -rf "$site"' EXIT
     "$PY" -m mkdocs build --strict --quiet --site-dir "$site"
     echo "docs built: $(find "$site" -name '*.html' | wc -l) pages"
 
