@@ -101,7 +101,7 @@ class S3Backend(RawObjectBackend):
         Seconds to wait for a response.
     retries : int, default 4
         Attempts for transient errors (botocore's standard retry mode).
-    io_threads : int, default 16
+    io_threads : int, default 8
         Requests in flight at once for one many-chunk call.
     addressing_style : str, default ``'path'``
         ``'path'`` (radosgw, MinIO) or ``'virtual'``.
@@ -120,7 +120,7 @@ class S3Backend(RawObjectBackend):
         timeout: float = 5,
         op_timeout: float = 30,
         retries: int = 4,
-        io_threads: int = 16,
+        io_threads: int = 8,
         addressing_style: str = "path",
     ) -> None:
         super().__init__(validate_bucket_name(name))
