@@ -233,11 +233,6 @@ class DatasetMeta:
         return len(self.shape)
 
     @property
-    def chunk_nbytes(self) -> int:
-        """Bytes in a full chunk."""
-        return math.prod(self.chunk_size) * self.dtype.itemsize
-
-    @property
     def chunk_grid(self) -> tuple[int, ...]:
         """Number of chunks along each axis."""
         return tuple(-(-s // c) for s, c in zip(self.shape, self.chunk_size))
@@ -268,9 +263,6 @@ class DatasetMeta:
     def with_attrs(self, attrs: Mapping[str, Any]) -> DatasetMeta:
         check_attrs(attrs)
         return replace(self, attrs=dict(attrs))
-
-    def renamed(self, name: str) -> DatasetMeta:
-        return replace(self, name=validate_name(name))
 
     # -- JSON ------------------------------------------------------------------
     def to_json(self) -> bytes:

@@ -33,7 +33,6 @@ _ENGINES: dict[str, str] = {
     "joblib": "dosna.engines.joblib:JoblibEngine",
     "mpi": "dosna.engines.mpi:MpiEngine",
 }
-_EXTRAS = {"hdf5": "hdf5", "ceph": "ceph", "s3": "s3", "joblib": "joblib", "mpi": "mpi"}
 _ENGINE_ALIASES = {"jl": "joblib"}
 
 
@@ -75,10 +74,9 @@ def _load(table: dict, kind: str, name: str, unknown: type[Exception]) -> type:
     except BackendUnavailableError:
         raise
     except ImportError as exc:
-        extra = _EXTRAS.get(name, name)
         raise BackendUnavailableError(
             f"the {name} {kind} needs the package {exc.name!r}, which is not installed: "
-            f"pip install 'dosna[{extra}]'"
+            f"pip install 'dosna[{name}]'"
         ) from exc
     return getattr(module, attr)
 
