@@ -57,6 +57,13 @@ else
     dosna_venv_setup dev,bench
 fi
 export DOSNA_HYPOTHESIS_EXAMPLES=$EXAMPLES
+if [ -z "$MPI_RANK" ] && ! "$PY" -c "import torch" 2>/dev/null; then
+    # The torch learner's tests run when PyTorch's CPU build is on hand as a local wheel
+    # (--no-index: never fetch the multi-GB CUDA build); otherwise they are skipped.
+    "$PY" -m pip install -q --disable-pip-version-check --no-index torch==2.13.0 >/dev/null 2>&1 \
+        && echo "== installed PyTorch from a local wheel" \
+        || echo "note: no local PyTorch wheel; the torch learner tests will be skipped"
+fi
 
 SELECT=()
 [ -n "$BACKEND" ] && SELECT+=(--dosna-backend "$BACKEND")

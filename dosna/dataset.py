@@ -369,6 +369,18 @@ class Dataset:
         """Delete chunk ``idx``; it then reads as the fill value."""
         self.backend.delete_chunk(self._meta, self._meta.check_chunk_index(idx))
 
+    def chunk_view(self, idx: Any) -> np.ndarray:
+        """Chunk ``idx``'s valid region, read-only, without copying where the backend allows.
+
+        hdf5 gives a memory map of the chunk file and ram the stored array;
+        object stores fetch the chunk. A missing chunk reads as the fill value.
+        """
+        idx = self._meta.check_chunk_index(idx)
+        data = self.backend.read_chunk_view(self._meta, idx)
+        if data is None:
+            data = np.full(self._meta.chunk_shape(idx), self.fillvalue, self.dtype)
+        return data
+
     def stored_chunks(self) -> list[tuple[int, ...]]:
         """Indices of the chunks that have been written, sorted."""
         return sorted(self.backend.list_chunks(self._meta))

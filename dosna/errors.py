@@ -16,6 +16,8 @@ __all__ = [
     "DosnaError",
     "InvalidNameError",
     "MetadataCorruptError",
+    "ModelNotFoundError",
+    "ModelStateError",
     "StoreUnavailableError",
     "UnknownBackendError",
     "UnknownEngineError",
@@ -35,6 +37,17 @@ class DatasetNotFoundError(DosnaError, KeyError):
 
 class DatasetExistsError(DosnaError, FileExistsError):
     """A dataset of that name already exists on the connection."""
+
+
+class ModelNotFoundError(DosnaError, KeyError):
+    """No model, or no such version of a model, is stored on the connection."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelStateError(DosnaError, RuntimeError):
+    """A model version is not in a state that allows the operation (e.g. loading a failed run)."""
 
 
 class InvalidNameError(DosnaError, ValueError):

@@ -16,6 +16,7 @@ import pytest
 import dosna
 import dosna.testing
 from dosna import registry
+from dosna.locations import parse_options
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,22 +48,6 @@ def run_token() -> str:
 
         token = MPI.COMM_WORLD.bcast(token, root=0)
     return token
-
-
-def parse_options(text: str) -> dict:
-    """'a=1,b=x' -> {'a': 1, 'b': 'x'} (ints, floats and true/false converted)."""
-    out: dict = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        key, _, value = item.partition("=")
-        for convert in (int, float):
-            try:
-                out[key] = convert(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = {"true": True, "false": False}.get(value.lower(), value)
-    return out
 
 
 #: Engine configurations the suite runs with (name -> (engine, options)).
@@ -124,6 +109,9 @@ def combinations(config: pytest.Config) -> list:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "combination" in metafunc.fixturenames or "connection" in metafunc.fixturenames:
         metafunc.parametrize("combination", combinations(metafunc.config), scope="module")
+    elif "backend_connection" in metafunc.fixturenames:  # every backend, with the cpu engine
+        cpu_only = [p for p in combinations(metafunc.config) if p.id.endswith("-cpu")]
+        metafunc.parametrize("cpu_combination", cpu_only, scope="module")
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +127,16 @@ def shared_dir(tmp_path_factory) -> str:
 
 @pytest.fixture
 def connection(combination, tmp_path, request, run_token, shared_dir):
+    yield from _open_connection(combination, tmp_path, request, run_token, shared_dir)
+
+
+@pytest.fixture
+def backend_connection(cpu_combination, tmp_path, request, run_token, shared_dir):
+    """A connection on each backend (ram, hdf5, ceph, s3) with the cpu engine."""
+    yield from _open_connection(cpu_combination, tmp_path, request, run_token, shared_dir)
+
+
+def _open_connection(combination, tmp_path, request, run_token, shared_dir):
     backend, engine, engine_kw = combination
     config = request.config
     name, options, _ = object_store_settings(backend)

@@ -60,6 +60,8 @@ class Backend(ABC):
     #: slicing, load, clear and copies; user functions never run concurrently
     #: because of it).
     io_threads: int = 1
+    #: :meth:`read_chunk_view` returns views of memory or mapped files (no I/O to wait for).
+    zero_copy_views: ClassVar[bool] = False
 
     def __init__(self, name: str, **options: Any) -> None:
         self.connection_name = name
@@ -110,6 +112,14 @@ class Backend(ABC):
         """``chunk[sel]`` in the canonical layout, or None if the chunk is missing."""
         data = self.read_chunk(meta, idx)
         return None if data is None else read_selection(data, sel)
+
+    def read_chunk_view(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
+        """The whole chunk ``idx``, possibly as a read-only view of the stored bytes (no copy).
+
+        Backends that can hand out their storage without copying (memory,
+        memory-mapped files) override this; the default is :meth:`read_chunk`.
+        """
+        return self.read_chunk(meta, idx)
 
     def read_chunk_into(self, meta: DatasetMeta, idx: tuple[int, ...], out: np.ndarray) -> bool:
         """Read the whole chunk ``idx`` into ``out`` (C-contiguous, chunk shape); False if missing."""

@@ -149,6 +149,7 @@ class Hdf5Backend(Backend):
     """
 
     name: ClassVar[str] = "hdf5"
+    zero_copy_views: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -304,6 +305,10 @@ class Hdf5Backend(Backend):
         else:
             data = self._mapped(meta, idx)
         return None if data is None else read_selection(data, sel)
+
+    def read_chunk_view(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
+        """A read-only memory map of the chunk file (cached), not a copy."""
+        return self._mapped(meta, idx)
 
     def _mapped(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
         path = self.chunk_location(meta, idx)

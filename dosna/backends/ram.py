@@ -43,6 +43,7 @@ class RamBackend(Backend):
 
     name: ClassVar[str] = "ram"
     shared_between_processes: ClassVar[bool] = False
+    zero_copy_views: ClassVar[bool] = True
 
     def __init__(self, name: str) -> None:
         super().__init__(name)

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
+
 __all__ = ["Engine", "run_in_threads"]
 
 T = TypeVar("T")
@@ -142,6 +144,18 @@ class Engine:
 
     def barrier(self) -> None:
         """Wait until every process of the job gets here."""
+
+    def allreduce(self, values: np.ndarray, problem: BaseException | None = None) -> np.ndarray:
+        """The element-wise sum of ``values`` over every process of the job.
+
+        Every process must call it with an array of the same shape. A process
+        that failed passes its exception as ``problem`` (``values`` may then be
+        anything of the right shape): every process then raises instead of
+        waiting for a result, the failed one its own error.
+        """
+        if problem is not None:
+            raise problem
+        return np.array(values, dtype=np.float64, copy=True)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} rank {self.rank} of {self.size}>"

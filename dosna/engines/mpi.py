@@ -102,6 +102,23 @@ class MpiEngine(Engine):
         if self.size > 1:
             self._wait(self.comm.Ibarrier(), "a barrier")
 
+    def allreduce(self, values: np.ndarray, problem: BaseException | None = None) -> np.ndarray:
+        send = np.zeros(np.size(values) + 1, dtype=np.float64)
+        if problem is None:
+            send[:-1] = np.ravel(values)
+        else:
+            send[-1] = self.rank + 1  # ranks that failed say so in the same message
+        total = np.empty_like(send)
+        if self.size > 1:
+            self._wait(self.comm.Iallreduce(send, total, op=MPI.SUM), "an allreduce")
+        else:
+            total[:] = send
+        if problem is not None:
+            raise problem
+        if total[-1]:
+            raise RankFailedError("another rank failed during an allreduce; see its error message")
+        return total[:-1].reshape(np.shape(values))
+
     def _agree(self, problem: BaseException | str | None, what: str) -> None:
         """Every rank says whether it failed; if any did, every rank raises."""
         if self.size == 1:

@@ -1,0 +1,5 @@
+"""``python -m dosna`` runs the ``dosna`` command."""
+
+from .cli import _run
+
+_run()

@@ -1,0 +1,310 @@
+"""``dosna bench``: measure access patterns over a range of chunk shapes.
+
+For each chunk shape a fresh dataset is created (and filled, for read
+patterns), the pattern is timed ``repeat`` times, and the dataset is deleted.
+Results go to JSON, CSV and a PNG plot; the best chunk shape for the pattern
+is printed.
+
+Patterns (``B`` is ``--block``, ``n`` is ``--count``):
+
+========== ==================================================================
+full-write write the whole array
+full-read  read the whole array
+aligned    read ``n`` blocks of shape ``B`` at multiples of ``B``
+unaligned  read ``n`` blocks of shape ``B`` at random offsets
+rows       read ``n`` rows along the last axis (``x[i, j, :]``)
+columns    read ``n`` columns along the first axis (``x[:, j, k]``)
+batches    read ``n`` training batches: ``B[0]`` random samples along axis 0
+========== ==================================================================
+
+With the mpi engine every rank takes part: full reads and writes are split in
+slabs, the random patterns are drawn per rank, and the time is the job's wall
+time between barriers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .metadata import normalize_shape, validate_dtype
+from .progress import progress_bar
+
+__all__ = ["PATTERNS", "BenchResult", "add_command", "parse_chunk_shapes", "run_sweep", "write_outputs"]
+
+PATTERNS = ("full-write", "full-read", "aligned", "unaligned", "rows", "columns", "batches")
+
+
+@dataclass
+class BenchResult:
+    """Timings of one chunk shape."""
+
+    chunk_shape: tuple[int, ...]
+    chunk_bytes: int
+    chunks: int
+    bytes_moved: int
+    seconds: list[float]
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_moved / self.best / 1e6
+
+    def row(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(
+            chunk_shape="x".join(map(str, self.chunk_shape)),
+            best_s=self.best,
+            median_s=float(np.median(self.seconds)),
+            mb_per_s=self.mb_per_s,
+        )
+        return out
+
+
+def parse_chunk_shapes(text: str, ndim: int) -> list[tuple[int, ...]]:
+    """``"32,64"`` → cubes ``(32,)*ndim`` and ``(64,)*ndim``; ``"16x64x64;32x32x32"`` → those shapes."""
+    shapes = []
+    for item in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
+        dims = tuple(int(d) for d in item.split("x"))
+        if len(dims) == 1:
+            dims *= ndim
+        if len(dims) != ndim or min(dims) < 1:
+            raise ValueError(f"chunk shape {item!r} does not fit a {ndim}-d array")
+        shapes.append(dims)
+    if not shapes:
+        raise ValueError("no chunk shapes given")
+    return shapes
+
+
+def _keys(
+    pattern: str, shape: tuple[int, ...], block: tuple[int, ...], count: int, rng: np.random.Generator
+) -> list[Any]:
+    """The selections a random pattern reads (pure; no I/O)."""
+    keys: list[Any] = []
+    for _ in range(count):
+        if pattern in ("aligned", "unaligned"):
+            starts = []
+            for n, b in zip(shape, block):
+                if pattern == "aligned":
+                    starts.append(int(rng.integers(0, max(1, n // b))) * b)
+                else:
+                    starts.append(int(rng.integers(0, max(1, n - b + 1))))
+            keys.append(tuple(slice(s, min(s + b, n)) for s, b, n in zip(starts, block, shape)))
+        elif pattern == "rows":
+            keys.append((*(int(rng.integers(0, n)) for n in shape[:-1]), slice(None)))
+        elif pattern == "columns":
+            keys.append((slice(None), *(int(rng.integers(0, n)) for n in shape[1:])))
+        elif pattern == "batches":
+            samples = np.sort(rng.choice(shape[0], size=min(block[0], shape[0]), replace=False))
+            keys.append((samples,))
+        else:
+            raise ValueError(f"unknown pattern {pattern!r}; choose from {', '.join(PATTERNS)}")
+    return keys
+
+
+def _timed(engine: Any, work: Callable[[], int]) -> tuple[float, int]:
+    engine.barrier()
+    start = time.perf_counter()
+    moved = work()
+    engine.barrier()
+    seconds = time.perf_counter() - start
+    total = engine.allreduce(np.array([moved], dtype=np.float64))
+    return seconds, int(total[0])
+
+
+def run_sweep(
+    con: Any,
+    shape: Sequence[int],
+    dtype: Any,
+    chunk_shapes: Sequence[tuple[int, ...]],
+    pattern: str,
+    block: Sequence[int] | None = None,
+    count: int = 32,
+    repeat: int = 3,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[BenchResult]:
+    """Time ``pattern`` on ``con`` for every chunk shape; datasets are removed afterwards."""
+    shape = normalize_shape(shape)
+    dtype = validate_dtype(dtype)
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}; choose from {', '.join(PATTERNS)}")
+    if not shape:
+        raise ValueError("bench needs an array with at least one axis")
+    block = tuple(block) if block else tuple(min(64, n) for n in shape)
+    if len(block) != len(shape) and pattern != "batches":
+        raise ValueError(f"block {block} does not fit a {len(shape)}-d array")
+    engine = con.engine
+    rng_data = np.random.default_rng(seed)
+    data = (
+        rng_data.random(shape).astype(dtype)
+        if dtype.kind in "fc"
+        else (rng_data.integers(0, 100, shape).astype(dtype))
+    )
+    token = engine.collective(lambda: uuid.uuid4().hex[:8])
+    bar = progress_bar(progress and engine.is_root, len(chunk_shapes) * repeat, pattern, unit="run")
+    results = []
+    try:
+        for chunks in chunk_shapes:
+            name = f"bench-{token}-{'x'.join(map(str, chunks))}"
+            ds = con.create_dataset(name, shape=shape, dtype=dtype, chunk_size=chunks)
+            try:
+                if pattern != "full-write":
+                    ds.load(data)
+                seconds, moved = [], 0
+                for r in range(repeat):
+                    work = _work(
+                        ds, data, pattern, block, count, np.random.default_rng([seed, r, engine.rank])
+                    )
+                    elapsed, moved = _timed(engine, work)
+                    seconds.append(elapsed)
+                    bar.update(1)
+                itemsize = dtype.itemsize
+                results.append(
+                    BenchResult(
+                        tuple(chunks), int(np.prod(chunks)) * itemsize, ds.total_chunks, moved, seconds
+                    )
+                )
+            finally:
+                con.del_dataset(name)
+    finally:
+        bar.close()
+    return results
+
+
+def _work(
+    ds: Any, data: np.ndarray, pattern: str, block: tuple[int, ...], count: int, rng: np.random.Generator
+) -> Callable[[], int]:
+    if pattern in ("full-read", "full-write"):
+        slab = ds.slab_for_rank(0)
+        if pattern == "full-read":
+            return lambda: ds[slab].nbytes
+        part = data[slab]
+
+        def write() -> int:
+            ds[slab] = part
+            return part.nbytes
+
+        return write
+    keys = _keys(pattern, ds.shape, block, count, rng)
+    return lambda: sum(ds[key].nbytes for key in keys)
+
+
+def write_outputs(results: Sequence[BenchResult], config: dict[str, Any], out_dir: str) -> dict[str, str]:
+    """Write ``bench.json``, ``bench.csv`` and ``bench.png`` into ``out_dir``; return their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {kind: os.path.join(out_dir, f"bench.{kind}") for kind in ("json", "csv", "png")}
+    rows = [r.row() for r in results]
+    best = max(results, key=lambda r: r.mb_per_s)
+    with open(paths["json"], "w") as f:
+        json.dump({"config": config, "results": rows, "best": best.row()}, f, indent=2)
+    with open(paths["csv"], "w", newline="") as f:
+        fields = ["chunk_shape", "chunk_bytes", "chunks", "bytes_moved", "best_s", "median_s", "mb_per_s"]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    _plot(results, best, config, paths["png"])
+    return paths
+
+
+def _plot(results: Sequence[BenchResult], best: BenchResult, config: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["x".join(map(str, r.chunk_shape)) for r in results]
+    speeds = [r.mb_per_s for r in results]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(results) + 2), 4.5), dpi=100)
+    colours = ["tab:orange" if r is best else "tab:blue" for r in results]
+    ax.bar(range(len(results)), speeds, color=colours)
+    ax.set_xticks(range(len(results)), labels, rotation=30, ha="right")
+    ax.set_xlabel("chunk shape")
+    ax.set_ylabel("MB/s (best of repeats)")
+    shape = "x".join(map(str, config["shape"]))
+    ax.set_title(
+        f"{config['pattern']} on {shape} {config['dtype']}, {config['backend']} / {config['engine']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .cli import connect
+
+    shape = tuple(int(n) for n in args.shape.split(","))
+    chunk_shapes = parse_chunk_shapes(args.chunks, len(shape))
+    block = tuple(int(n) for n in args.block.split(",")) if args.block else None
+    with connect(args) as con:
+        results = run_sweep(
+            con,
+            shape,
+            args.dtype,
+            chunk_shapes,
+            args.pattern,
+            block,
+            args.count,
+            args.repeat,
+            args.seed,
+            progress=not args.no_progress,
+        )
+        if not con.engine.is_root:
+            return 0
+        config = {
+            "shape": list(shape),
+            "dtype": np.dtype(args.dtype).str,
+            "pattern": args.pattern,
+            "block": list(block) if block else None,
+            "count": args.count,
+            "repeat": args.repeat,
+            "backend": args.backend,
+            "engine": args.engine,
+            "ranks": con.engine.size,
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        paths = write_outputs(results, config, args.out)
+        for r in results:
+            print(
+                f"{'x'.join(map(str, r.chunk_shape)):>16}  {r.mb_per_s:10.1f} MB/s  best {r.best * 1e3:9.2f} ms"
+            )
+        best = max(results, key=lambda r: r.mb_per_s)
+        print(
+            f"best chunk shape for {args.pattern}: {'x'.join(map(str, best.chunk_shape))} "
+            f"({best.mb_per_s:.1f} MB/s); wrote {', '.join(paths.values())}"
+        )
+    return 0
+
+
+def add_command(sub: Any, connection_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``bench`` to the ``dosna`` command's sub-parsers."""
+    bench = sub.add_parser("bench", help="time an access pattern over chunk shapes; JSON, CSV and a plot")
+    bench.add_argument("--shape", required=True, help="array shape, e.g. 256,256,256")
+    bench.add_argument("--dtype", default="f4")
+    bench.add_argument(
+        "--chunks", required=True, help='chunk shapes: "16,32,64" (cubes) or "16x64x64;32x32x32"'
+    )
+    bench.add_argument("--pattern", default="full-read", choices=PATTERNS)
+    bench.add_argument("--block", help="block shape for aligned/unaligned; batch size first for batches")
+    bench.add_argument("--count", type=int, default=32, help="selections per repeat for random patterns")
+    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--out", default="dosna-bench", help="output directory (default ./dosna-bench)")
+    bench.add_argument("--no-progress", action="store_true")
+    connection_arguments(bench)
+    bench.set_defaults(handler=_bench)

@@ -1,0 +1,134 @@
+"""The dosna command: train, models, ls, info, show (bench has its own tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import dosna as dn
+from dosna import cli
+from dosna.tensors import ModelStore
+
+
+def location_args(con: dn.Connection) -> list[str]:
+    """Command-line arguments that reach the same store as ``con``."""
+    backend = con.backend
+    args = ["--backend", backend.name]
+    if backend.name == "hdf5":
+        return [*args, "--connection", os.path.join(backend.directory, con.name)]
+    options = {
+        "ceph": {"conffile": getattr(backend, "conffile", None)},
+        "s3": {"endpoint_url": getattr(backend, "endpoint_url", None)},
+    }.get(backend.name, {})
+    text = ",".join(f"{k}={v}" for k, v in options.items() if v)
+    return [*args, "--connection", con.name, *(["--connection-options", text] if text else [])]
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_inspection_commands_on_every_backend(backend_connection, capsys, tmp_path):
+    con = backend_connection
+    image = np.arange(6 * 40 * 30, dtype=np.float32).reshape(6, 40, 30)
+    con.create_dataset("volume", data=image, chunk_size=(2, 16, 16), attrs={"units": "counts"})
+    con.create_dataset("sparse", shape=(100,), dtype="i2", chunk_size=(10,)).__setitem__(slice(0, 5), 1)
+    where = location_args(con)
+
+    code, out, _ = run_cli(capsys, "ls", *where)
+    assert code == 0
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
+    assert lines["volume"][1:] == ["6x40x30", "float32", "2x16x16", "28.1", "KiB"]
+    assert lines["sparse"][1:4] == ["100", "int16", "10"]
+    assert out.splitlines()[-1].startswith("2 datasets")
+
+    code, out, _ = run_cli(capsys, "info", "sparse", "--json", *where)
+    info = json.loads(out)
+    assert info["shape"] == [100] and info["chunks_stored"] == 1 and info["stored_chunk_indices"] == [[0]]
+    code, out, _ = run_cli(capsys, "info", "volume", *where)
+    assert code == 0 and '"units": "counts"' in out and "chunks_stored: 18" in out
+
+    png = tmp_path / "slice.png"
+    code, out, _ = run_cli(capsys, "show", "volume", "--index", "3,:,:", "-o", str(png), *where)
+    assert code == 0 and f"min {image[3].min():.6g}, max {image[3].max():.6g}" in out
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+    code, _, err = run_cli(capsys, "show", "volume", "--index", "3,:,0", "-o", str(png), *where)
+    assert code == 1 and "leaves 2 axes" in err
+    code, _, err = run_cli(capsys, "info", "missing", *where)
+    assert code == 1 and "missing" in err
+
+
+def test_parse_index_errors():
+    from dosna.indexing import parse_index
+
+    assert parse_index("..., -1") == (Ellipsis, -1)
+    assert parse_index("None, ::2") == (None, slice(None, None, 2))
+    for bad in ("a", "1:2:3:4", "1.5"):
+        with pytest.raises(ValueError):
+            parse_index(bad)
+
+
+def test_train_and_models_commands(tmp_path):
+    """The installed ``dosna`` command end to end, in a separate process as a user runs it."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.target))
+    con = dn.Connection("store", backend="hdf5", directory=tmp_path).connect()
+    con.create_dataset("digits.x", data=(digits.data[order] / 16).astype(np.float32), chunk_size=(256, 64))
+    con.create_dataset("digits.y", data=digits.target[order], chunk_size=(256,))
+    where = ["--backend", "hdf5", "--connection", str(tmp_path / "store")]
+
+    def dosna(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "dosna", *args], capture_output=True, text=True, timeout=300
+        )
+
+    done = dosna(
+        "train",
+        "--x",
+        "digits.x",
+        "--y",
+        "digits.y",
+        "--learner",
+        "mlp",
+        "--epochs",
+        "20",
+        "--batch-size",
+        "64",
+        "--model",
+        "digits-mlp",
+        *where,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "460/460" in done.stderr  # the progress bar: 23 batches x 20 epochs
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith("model digits-mlp version 1: test accuracy 0.9")
+    assert float(summary.split("test accuracy ")[1].split(",")[0]) >= 0.95
+
+    listing = dosna("models", "list", *where)
+    assert listing.returncode == 0
+    assert listing.stdout.splitlines()[1].split()[:3] == ["digits-mlp", "1", "finished"]
+    shown = json.loads(dosna("models", "show", "digits-mlp", "--version", "1", *where).stdout)
+    assert shown["lineage"]["datasets"][0]["name"] == "digits.x"
+    out = tmp_path / "model.npz"
+    assert dosna("models", "load", "digits-mlp", "-o", str(out), *where).returncode == 0
+    with np.load(out, allow_pickle=False) as saved:
+        stored = ModelStore(con).load("digits-mlp")
+        assert all(saved[k].tobytes() == v.tobytes() for k, v in stored.items())
+
+    bad = dosna("models", "show", "nope", *where)
+    assert bad.returncode == 1 and "no model 'nope'" in bad.stderr
+    bad = dosna("train", "--x", "digits.x", "--y", "digits.y", "--learner", "nope", *where)
+    assert bad.returncode == 1 and "unknown learner 'nope'" in bad.stderr
+    assert dosna("models", "delete", "digits-mlp", "1", *where).returncode == 0
+    assert "no models" in dosna("models", "list", *where).stdout
+    assert dosna("frobnicate").returncode == 2

@@ -1,0 +1,396 @@
+"""The batch loader and the training runner: coverage, order, sharding, prefetch, failures, MPI."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mpi_helpers import python_mpi, requires_mpiexec
+
+import dosna as dn
+from dosna.tensors import FAILED, FINISHED, ModelStore
+from dosna.testing import _examples
+from dosna.train import BatchLoader, epoch_order, resolve_learner, shard_of, train
+
+# -- the order of an epoch (pure) -------------------------------------------------
+
+
+@settings(max_examples=_examples(), deadline=None)
+@given(
+    start=st.integers(0, 300),
+    length=st.integers(0, 500),
+    block_rows=st.integers(1, 64),
+    window=st.integers(1, 6),
+    seed=st.integers(0, 2**31),
+    epoch=st.integers(0, 50),
+    shards=st.integers(1, 7),
+)
+def test_every_sample_once_per_epoch_across_shards(start, length, block_rows, window, seed, epoch, shards):
+    order = epoch_order((start, start + length), block_rows, window, seed, epoch)
+    assert sorted(order.tolist()) == list(range(start, start + length))
+    pieces = [shard_of(order, i, shards) for i in range(shards)]
+    assert np.array_equal(np.concatenate(pieces), order)  # disjoint, covering, in order
+    assert max(map(len, pieces)) - min(map(len, pieces)) <= 1
+    # chunk-aware: the order is a run of windows, each made of the whole rows of at most
+    # `window` blocks (so every block is read once per epoch)
+    sizes = {}
+    for b in np.unique(order // block_rows).tolist():
+        sizes[b] = min((b + 1) * block_rows, start + length) - max(b * block_rows, start)
+    position = 0
+    while position < len(order):
+        members: set[int] = set()
+        stop = position
+        while stop < len(order) and (len(members) < window or order[stop] // block_rows in members):
+            members.add(int(order[stop] // block_rows))
+            stop += 1
+        assert stop - position == sum(sizes[b] for b in members)
+        position = stop
+
+
+def test_order_is_reproducible_and_seeded():
+    a = epoch_order((0, 1000), 64, 4, seed=1, epoch=0)
+    assert np.array_equal(a, epoch_order((0, 1000), 64, 4, seed=1, epoch=0))
+    assert not np.array_equal(a, epoch_order((0, 1000), 64, 4, seed=2, epoch=0))
+    assert not np.array_equal(a, epoch_order((0, 1000), 64, 4, seed=1, epoch=1))
+    assert not np.array_equal(a, np.arange(1000))
+    assert np.array_equal(epoch_order((5, 100), 64, 4, 1, 0, shuffle=False), np.arange(5, 100))
+
+
+# -- the loader over stored datasets -------------------------------------------------
+
+
+@pytest.fixture
+def stored(tmp_path):
+    """x[i] holds i in every feature, y[i] = i % 7: a batch tells which rows it holds."""
+    con = dn.Connection("loader", backend="hdf5", directory=tmp_path).connect()
+    n = 1000
+    x = con.create_dataset(
+        "x", data=np.repeat(np.arange(n, dtype=np.float32)[:, None], 3, axis=1), chunk_size=(64, 3)
+    )
+    y = con.create_dataset("y", data=np.arange(n) % 7, chunk_size=(100,))
+    return con, x, y
+
+
+def rows_of(batches) -> list[int]:
+    return [int(r) for xb, _ in batches for r in xb[:, 0]]
+
+
+@pytest.mark.parametrize("prefetch", [0, None, 1])
+def test_loader_yields_every_row_once_and_matching_labels(stored, prefetch):
+    _, x, y = stored
+    loader = BatchLoader(x, y, batch_size=48, seed=3, prefetch=prefetch)
+    for epoch in range(2):
+        batches = list(loader.epoch(epoch))
+        assert len(batches) == len(loader) == 21
+        assert sorted(rows_of(batches)) == list(range(1000))
+        for xb, yb in batches:
+            assert xb.shape[1:] == (3,) and xb.dtype == np.float32
+            np.testing.assert_array_equal(yb, xb[:, 0].astype(int) % 7)
+            np.testing.assert_array_equal(xb[:, 0], xb[:, 2])
+    assert rows_of(loader.epoch(0)) == rows_of(BatchLoader(x, y, batch_size=48, seed=3, prefetch=0).epoch(0))
+
+
+def test_loader_shards_rows_and_drop_last(stored):
+    _, x, y = stored
+    seen = []
+    for index in range(3):
+        loader = BatchLoader(x, y, batch_size=32, seed=5, rows=(100, 900), shard=(index, 3))
+        seen += rows_of(loader.epoch(4))
+    assert sorted(seen) == list(range(100, 900))
+    loader = BatchLoader(x, y, batch_size=32, seed=5, rows=slice(100, 900), shard=(1, 3), drop_last=True)
+    batches = list(loader.epoch(0))
+    assert len(batches) == len(loader) == 267 // 32 and all(len(xb) == 32 for xb, _ in batches)
+    assert loader.max_batches == 267 // 32
+
+
+def test_iterating_again_gives_the_next_epoch(stored):
+    _, x, _ = stored
+    loader = BatchLoader(x, batch_size=100, seed=0)
+    first = np.concatenate(list(loader))[:, 0]
+    second = np.concatenate(list(loader))[:, 0]
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(second, np.concatenate(list(loader.epoch(1)))[:, 0])
+
+
+class CountingArray:
+    """A NumPy array that records the row ranges read from it."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape, self.reads = array, array.shape, []
+        self.lock = threading.Lock()
+
+    def __getitem__(self, key):
+        with self.lock:
+            self.reads.append((key.start, key.stop))
+        return self.array[key]
+
+
+def test_each_block_is_read_once_per_epoch():
+    source = CountingArray(np.arange(1000.0)[:, None])
+    loader = BatchLoader(source, batch_size=30, seed=1, block_rows=50, window=3)
+    list(loader.epoch(0))
+    assert sorted(source.reads) == [(s, s + 50) for s in range(0, 1000, 50)]
+
+
+def test_read_errors_reach_the_consumer_and_early_exit_stops_the_reader():
+    class Broken(CountingArray):
+        def __getitem__(self, key):
+            if key.start >= 500:
+                raise OSError("disk on fire")
+            return super().__getitem__(key)
+
+    loader = BatchLoader(Broken(np.zeros((1000, 2))), batch_size=10, shuffle=False, block_rows=100)
+    with pytest.raises(OSError, match="disk on fire"):
+        list(loader.epoch(0))
+    before = threading.active_count()
+    for i, _ in enumerate(BatchLoader(np.zeros((10_000, 2)), batch_size=10, prefetch=4).epoch(0)):
+        if i == 3:
+            break
+    assert threading.active_count() <= before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"batch_size": 0}, ValueError),
+        ({"window": 0}, ValueError),
+        ({"rows": (10, 5)}, ValueError),
+        ({"rows": slice(0, 10, 2)}, ValueError),
+        ({"shard": (3, 3)}, ValueError),
+        ({"prefetch": -1}, ValueError),
+        ({"y": np.zeros(5)}, ValueError),
+    ],
+)
+def test_loader_refuses_bad_settings(kwargs, error):
+    with pytest.raises(error):
+        BatchLoader(np.zeros((20, 2)), **kwargs)
+
+
+# -- the runner ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    from sklearn.datasets import load_digits
+
+    directory = tmp_path_factory.mktemp("digits")
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.target))
+    con = dn.Connection("d", backend="hdf5", directory=directory).connect()
+    con.create_dataset("x", data=(digits.data[order] / 16).astype(np.float32), chunk_size=(256, 64))
+    con.create_dataset("y", data=digits.target[order].astype(np.int64), chunk_size=(256,))
+    return directory
+
+
+@pytest.fixture
+def digits(digits_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(digits_dir / "d", tmp_path / "d")
+    return dn.Connection("d", backend="hdf5", directory=tmp_path).connect()
+
+
+@pytest.mark.parametrize(("learner", "epochs"), [("mlp", 20), ("softmax", 20)])
+def test_runner_trains_to_accuracy_and_saves_lineage(digits, learner, epochs):
+    result = train(digits, "x", "y", learner=learner, model="digits", epochs=epochs, progress=False)
+    assert result.metrics["test_accuracy"] >= 0.95
+    assert len(result.history) == epochs
+    store = ModelStore(digits)
+    manifest = store.manifest("digits", result.version)
+    assert manifest["state"] == FINISHED
+    lineage = manifest["lineage"]
+    assert [d["name"] for d in lineage["datasets"]] == ["x", "y"]
+    assert all(d["fingerprint"].startswith("blake2b-128:") for d in lineage["datasets"])
+    assert lineage["train_rows"] == [0, 1438] and lineage["test_rows"] == [1438, 1797]
+    assert lineage["sharding"]["samples_per_rank"] == [1438]
+    assert lineage["hyperparameters"]["learner"] == learner
+    # the saved tensors give the same predictions
+    fresh = resolve_learner(learner)(64, 10, seed=99)
+    fresh.load_state_dict(store.load("digits", result.version))
+    x, y = digits["x"][1438:], digits["y"][1438:]
+    assert (fresh.predict(x) == y).mean() == pytest.approx(result.metrics["test_accuracy"])
+
+
+def test_same_seed_same_model_and_fine_tuning(digits):
+    a = train(digits, "x", "y", model="m", epochs=2, seed=4, progress=False)
+    b = train(digits, "x", "y", model="m", epochs=2, seed=4, progress=False)
+    store = ModelStore(digits)
+    for name, tensor in store.load("m", a.version).items():
+        assert tensor.tobytes() == store.load("m", b.version)[name].tobytes()
+    c = train(digits, "x", "y", model="m", epochs=1, seed=4, parent=b.version, progress=False)
+    assert store.manifest("m", c.version)["parent"] == b.version
+    assert c.history[0]["train_loss"] < a.history[0]["train_loss"]
+
+
+FAILING_LEARNER = """
+from dosna.train.learners import MLP
+
+class Fragile(MLP):
+    calls = 0
+    def gradients(self, x, y):
+        Fragile.calls += 1
+        if Fragile.calls > {fail_after}:
+            raise RuntimeError("learner blew up")
+        return super().gradients(x, y)
+
+def make(n_features, n_classes, seed=0, **hyper):
+    return Fragile(n_features, n_classes, seed=seed, **hyper)
+"""
+
+
+def test_failing_learner_marks_version_failed_and_keeps_earlier(digits, tmp_path):
+    good = train(digits, "x", "y", model="m", epochs=1, progress=False)
+    path = tmp_path / "fragile.py"
+    path.write_text(FAILING_LEARNER.format(fail_after=30))
+    with pytest.raises(RuntimeError, match="learner blew up"):
+        train(digits, "x", "y", model="m", learner=f"{path}:make", epochs=3, progress=False)
+    store = ModelStore(digits)
+    assert store.versions("m") == [1, 2]
+    failed = store.manifest("m", 2)
+    assert failed["state"] == FAILED and "learner blew up" in failed["error"]
+    assert failed["lineage"]["learner"].endswith("fragile.py:make")
+    assert store.resolve("m") == good.version
+    assert set(store.load("m")) == {"w1", "b1", "w2", "b2"}
+
+
+def test_learner_from_a_package_module(digits, tmp_path, monkeypatch):
+    (tmp_path / "mylearners").mkdir()
+    (tmp_path / "mylearners" / "__init__.py").write_text("")
+    (tmp_path / "mylearners" / "small.py").write_text(
+        "from dosna.train.learners import softmax\n"
+        "def make(n_features, n_classes, seed=0, **hyper):\n"
+        "    return softmax(n_features, n_classes, seed=seed, lr=0.02)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = train(digits, "x", "y", learner="mylearners.small:make", model="p", epochs=3, progress=False)
+    assert result.learner.hyperparameters["lr"] == 0.02
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"learner": "nope"}, ValueError),
+        ({"learner": "no_such_module_xyz:make"}, ValueError),
+        ({"learner": "json:no_such_function"}, ValueError),
+        ({"hyperparameters": {"hiddn": 3}}, TypeError),
+        ({"epochs": 0}, ValueError),
+        ({"test_fraction": 1.0}, ValueError),
+        ({"y": "x"}, TypeError),
+        ({"model": "bad.name"}, dn.InvalidNameError),
+    ],
+)
+def test_runner_refuses_bad_input_before_saving(digits, kwargs, error):
+    args = {"x": "x", "y": "y", **kwargs}
+    with pytest.raises(error):
+        train(digits, args.pop("x"), args.pop("y"), progress=False, **args)
+    assert ModelStore(digits).models() == []
+
+
+# -- under mpiexec -----------------------------------------------------------------
+
+MPI_TRAIN = """
+import json, os, sys
+import numpy as np
+import dosna as dn
+from dosna.train import BatchLoader, train
+
+directory, epochs = sys.argv[1], int(sys.argv[2])
+with dn.Connection("d", backend="hdf5", engine="mpi", directory=directory) as con:
+    rank = con.mpi_rank
+    loader = BatchLoader(con["x"], batch_size=50, seed=9, rows=(10, 1790))
+    mine = sorted(int(i) for b in loader.indices(3) for i in b)
+    result = train(con, "x", "y", model="mpi", epochs=epochs, progress=False)
+    line = json.dumps({"rank": rank, "shard": loader.shard, "rows": mine, "batches": len(loader),
+                       "accuracy": result.metrics["test_accuracy"], "version": result.version})
+    os.write(1, (line + "\\n").encode())
+"""
+
+
+def _mpi_lines(result) -> list[dict]:
+    found = []
+    for rank in range(8):
+        found += [json.loads(line) for line in result.rank_lines(rank) if line.startswith("{")]
+    return found
+
+
+@requires_mpiexec
+def test_mpi_training_matches_single_process_band(digits_dir, tmp_path):
+    import shutil
+
+    accuracies = {}
+    for n in (1, 2):
+        shutil.copytree(digits_dir / "d", tmp_path / f"n{n}" / "d")
+        result = python_mpi(n, MPI_TRAIN, str(tmp_path / f"n{n}"), "20", timeout=300)
+        assert result.returncode == 0, str(result)
+        lines = _mpi_lines(result)
+        assert len(lines) == n
+        seen = sorted(r for line in lines for r in line["rows"])
+        assert seen == list(range(10, 1790)), "every sample exactly once across ranks"
+        assert {tuple(line["shard"]) for line in lines} == {(r, n) for r in range(n)}
+        assert len({line["accuracy"] for line in lines}) == 1  # every rank has the same model
+        accuracies[n] = lines[0]["accuracy"]
+        con = dn.Connection("d", backend="hdf5", directory=tmp_path / f"n{n}").connect()
+        manifest = ModelStore(con).manifest("mpi")
+        assert manifest["state"] == FINISHED and manifest["lineage"]["sharding"]["world_size"] == n
+        assert ModelStore(con).versions("mpi") == [1]  # saved once, not once per rank
+    assert accuracies[1] >= 0.95 and accuracies[2] >= 0.95
+    assert abs(accuracies[1] - accuracies[2]) <= 0.03, accuracies
+
+
+MPI_FAIL = """
+import os
+import sys
+import dosna as dn
+from dosna.train import train
+from dosna.train.learners import MLP
+
+class FailsOnRank1(MLP):
+    calls = 0
+    def gradients(self, x, y):
+        FailsOnRank1.calls += 1
+        if con.mpi_rank == 1 and FailsOnRank1.calls > 20:
+            raise RuntimeError("rank 1 learner blew up")
+        return super().gradients(x, y)
+
+with dn.Connection("d", backend="hdf5", engine="mpi", directory=sys.argv[1]) as con:
+    try:
+        train(con, "x", "y", model="m", epochs=5, progress=False,
+              learner=lambda nf, nc, seed=0: FailsOnRank1(nf, nc, seed=seed))
+    except Exception as exc:
+        os.write(1, f"rank {con.mpi_rank} raised {type(exc).__name__}: {exc}\\n".encode())
+"""
+
+
+@requires_mpiexec
+def test_mpi_learner_failure_on_one_rank_stops_all_and_marks_failed(digits_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(digits_dir / "d", tmp_path / "d")
+    result = python_mpi(2, MPI_FAIL, str(tmp_path), timeout=120, env={"DOSNA_MPI_TIMEOUT": "60"})
+    assert result.returncode == 0, str(result)
+    assert result.seconds < 50, "the other rank must not wait for the timeout"
+    assert any("RuntimeError: rank 1 learner blew up" in line for line in result.rank_lines(1)), str(result)
+    assert any("RankFailedError" in line for line in result.rank_lines(0)), str(result)
+    con = dn.Connection("d", backend="hdf5", directory=tmp_path).connect()
+    assert ModelStore(con).manifest("m", 1)["state"] == FAILED
+
+
+def test_torch_learner_trains_and_saves(digits):
+    pytest.importorskip("torch")
+    result = train(digits, "x", "y", learner="torch-mlp", model="t", epochs=15, progress=False)
+    assert result.metrics["test_accuracy"] >= 0.95
+    tensors = ModelStore(digits).load("t")
+    assert {k: v.shape for k, v in tensors.items()} == {
+        "0.weight": (64, 64),
+        "0.bias": (64,),
+        "2.weight": (10, 64),
+        "2.bias": (10,),
+    }
+    fresh = resolve_learner("torch-mlp")(64, 10, seed=5)
+    fresh.load_state_dict(tensors)
+    x, y = digits["x"][1438:], digits["y"][1438:]
+    assert (fresh.predict(x) == y).mean() == pytest.approx(result.metrics["test_accuracy"])
