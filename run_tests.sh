@@ -137,5 +137,7 @@ if [ "$QUICK" = 0 ]; then
     tail -n 4 "$site/compare.txt"
     echo "== benchmark smoke run (benchmarks/engines.py --quick)"
     "$PY" benchmarks/engines.py --quick | tail -n 3
+    echo "== benchmark smoke run (benchmarks/loader.py --quick)"
+    "$PY" benchmarks/loader.py --quick | tail -n 1
 fi
 echo "== all done"

@@ -7,6 +7,9 @@ Workloads (the sizes of ../docs/benchmarks.md):
   reads ``ds[i, j, :]``.
 - W2: float32 (1024, 1024), chunks (32, 32) (4 KiB chunks): full write, full read.
 
+When the dev Ceph cluster runs (``eval "$(scripts/ceph-dev.sh env)"``), dosna's
+ceph and s3 backends join, next to zarr on the same radosgw (obstore client).
+
 Systems are interleaved (A B C, A B C, ...) and every figure is the best and the
 median of ``--repeat`` rounds, because this kind of machine is noisy. Ratios are
 dosna / peer on best times. ``--quick`` uses small sizes (used by the test run so
@@ -87,15 +90,16 @@ class NumpyCopy(System):
 
 
 class DosnaSystem(System):
-    def __init__(self, workdir, backend, family, **options):
+    def __init__(self, workdir, backend, family, connection=None, **options):
         super().__init__(workdir)
         self.name, self.family = f"dosna-{backend}", family
         self.backend, self.options = backend, options
+        self.connection = connection or f"bench-{os.getpid()}"
 
     def create(self, wl):
         if self.backend == "hdf5":
             self.options["directory"] = os.path.join(self.workdir, self.name)
-        self.con = dn.Connection(f"bench-{os.getpid()}", backend=self.backend, **self.options).connect()
+        self.con = dn.Connection(self.connection, backend=self.backend, **self.options).connect()
         with contextlib.suppress(dn.DatasetNotFoundError):
             self.con.del_dataset(wl.name)
         self.array = self.con.create_dataset(wl.name, shape=wl.shape, dtype="f4", chunk_size=wl.chunks)
@@ -161,6 +165,45 @@ class TensorStoreSystem(System):
         return self.array[key].read().result()
 
 
+class ZarrS3System(System):
+    """zarr over obstore on the same radosgw as dosna's s3 backend."""
+
+    name, family = "zarr-s3", "object"
+
+    def create(self, wl):
+        import zarr
+        from objects import zarr_s3_store
+
+        self.array = zarr.create_array(
+            store=zarr_s3_store(),
+            shape=wl.shape,
+            chunks=wl.chunks,
+            dtype="f4",
+            compressors=None,
+            fill_value=0,
+            overwrite=True,
+        )
+
+
+def object_store_systems(workdir: str) -> list[System]:
+    """dosna on ceph and s3, and zarr on the same S3 endpoint, when the dev cluster runs
+    (``eval "$(scripts/ceph-dev.sh env)"``)."""
+    systems: list[System] = []
+    env = os.environ
+    if env.get("DOSNA_CEPH_CONF") and env.get("DOSNA_CEPH_POOL"):
+        systems.append(
+            DosnaSystem(workdir, "ceph", "object", env["DOSNA_CEPH_POOL"], conffile=env["DOSNA_CEPH_CONF"])
+        )
+    if env.get("DOSNA_S3_ENDPOINT") and env.get("DOSNA_S3_BUCKET"):
+        systems.append(
+            DosnaSystem(
+                workdir, "s3", "object", env["DOSNA_S3_BUCKET"], endpoint_url=env["DOSNA_S3_ENDPOINT"]
+            )
+        )
+        systems.append(ZarrS3System(workdir))
+    return systems
+
+
 class H5pySystem(System):
     name, family = "h5py", "file"
 
@@ -186,6 +229,7 @@ def make_systems(workdir: str, wanted: list[str] | None) -> list[System]:
         ZarrSystem(workdir, local=True),
         TensorStoreSystem(workdir, file=True),
         H5pySystem(workdir),
+        *object_store_systems(workdir),
     ]
     if wanted:
         systems = [s for s in systems if s.name in wanted]
@@ -194,6 +238,8 @@ def make_systems(workdir: str, wanted: list[str] | None) -> list[System]:
         try:
             if s.name.startswith(("zarr", "tensorstore", "h5py")):
                 __import__(s.name.split("-")[0])
+            if s.name == "zarr-s3":
+                __import__("obstore")
             usable.append(s)
         except ImportError as exc:
             print(f"skipping {s.name}: {exc}", file=sys.stderr)
@@ -248,6 +294,7 @@ def run_ops(system: System, wl: Workload, rng_seed: int) -> dict[str, tuple[floa
 PEERS = {
     "memory": ["numpy-copy", "tensorstore-memory", "zarr-memory"],
     "file": ["tensorstore-file", "zarr-local", "h5py"],
+    "object": ["zarr-s3"],
 }
 
 

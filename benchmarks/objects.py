@@ -127,28 +127,32 @@ class Dosna:
         self.con.del_dataset("bench")
 
 
+def zarr_s3_store(bucket: str = "dosna-bench-zarr"):
+    """A zarr store on the dev cluster's radosgw through obstore (Rust), bucket created if needed."""
+    import boto3
+    from obstore.store import S3Store
+    from zarr.storage import ObjectStore
+
+    with contextlib.suppress(Exception):
+        boto3.client("s3", endpoint_url=os.environ["DOSNA_S3_ENDPOINT"]).create_bucket(Bucket=bucket)
+    return ObjectStore(
+        S3Store(
+            bucket,
+            endpoint=os.environ["DOSNA_S3_ENDPOINT"],
+            access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            virtual_hosted_style_request=False,
+            client_options={"allow_http": True},
+        )
+    )
+
+
 class ZarrS3:
     name = "zarr (obstore S3)"
 
     def __init__(self):
-        import boto3
-        from obstore.store import S3Store
-        from zarr.storage import ObjectStore
-
-        self.bucket = "dosna-bench-zarr"
-        with contextlib.suppress(Exception):
-            boto3.client("s3", endpoint_url=os.environ["DOSNA_S3_ENDPOINT"]).create_bucket(Bucket=self.bucket)
-        self.store = ObjectStore(
-            S3Store(
-                self.bucket,
-                endpoint=os.environ["DOSNA_S3_ENDPOINT"],
-                access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
-                secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-                virtual_hosted_style_request=False,
-                client_options={"allow_http": True},
-            )
-        )
+        self.store = zarr_s3_store()
 
     def write(self, data, chunks):
         import zarr

@@ -275,20 +275,46 @@ class Dataset:
         work = ((idx, src[meta.chunk_region(idx)]) for idx in self.engine.share(self.chunk_indices()))
         self.engine.run_and_agree(partial(tasks.write_whole, backend, meta), work, threads)
 
-    def map(self, func: Callable[[np.ndarray], np.ndarray], output_name: str, dtype: Any = None) -> Dataset:
+    def map(
+        self,
+        func: Callable[[np.ndarray], np.ndarray],
+        output_name: str,
+        dtype: Any = None,
+        halo: int | tuple[int, ...] = 0,
+    ) -> Dataset:
         """A new dataset ``output_name`` holding ``func`` applied to every chunk.
 
         ``func`` receives each chunk's valid region (edge chunks are smaller)
         and must return an array of the same shape. If it fails, the new
         dataset is deleted and the error raised.
+
+        With ``halo`` (elements per side, one int or one per axis) ``func``
+        receives the chunk grown by that many elements from its neighbours,
+        clipped at the array's edges, and only the chunk's own part of the
+        result is kept. A filter whose reach is at most ``halo`` (e.g. a
+        Gaussian with ``halo >= ceil(truncate * sigma)``) then gives exactly
+        what it gives on the whole array.
         """
+        halo = self._halo(halo)
         out = self.clone(output_name, dtype=dtype)
         try:
-            self._transform(func, out.meta)
+            if any(halo):
+                task = partial(
+                    tasks.transform_chunk_with_halo, self.backend, self._meta, out.meta, func, halo
+                )
+                self.engine.run_collective(task, self.chunk_indices())
+            else:
+                self._transform(func, out.meta)
         except BaseException:
             out.connection._delete_quietly_collective(out.name)
             raise
         return out
+
+    def _halo(self, halo: int | tuple[int, ...]) -> tuple[int, ...]:
+        sizes = (halo,) * self.ndim if isinstance(halo, (int, np.integer)) else tuple(halo)
+        if len(sizes) != self.ndim or any(not isinstance(h, (int, np.integer)) or h < 0 for h in sizes):
+            raise ValueError(f"halo must be a non-negative int or {self.ndim} of them, got {halo!r}")
+        return tuple(int(h) for h in sizes)
 
     def apply(self, func: Callable[[np.ndarray], np.ndarray]) -> None:
         """Replace every chunk with ``func(chunk)`` in place (see :meth:`map`)."""

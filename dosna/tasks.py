@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .indexing import ChunkPart, ChunkSel, covers_chunk, write_selection
+from .indexing import ChunkPart, ChunkSel, covers_chunk, plan, write_selection
 from .metadata import DatasetMeta
 
 __all__ = [
@@ -92,6 +92,40 @@ def transform_chunk(
             "map/apply functions must keep the shape"
         )
     backend.write_chunk(target, idx, result.astype(target.dtype, copy=False))
+
+
+def read_region(backend: Any, meta: DatasetMeta, region: tuple[slice, ...]) -> np.ndarray:
+    """The array's values in ``region`` (a tuple of unit-step slices), read chunk part by chunk part."""
+    out = np.empty(tuple(s.stop - s.start for s in region), meta.dtype)
+    for part in plan(region, meta.shape, meta.chunk_size).parts():
+        read_part_into(backend, meta, out, part)
+    return out
+
+
+def transform_chunk_with_halo(
+    backend: Any,
+    meta: DatasetMeta,
+    target: DatasetMeta,
+    func: Callable,
+    halo: tuple[int, ...],
+    idx: tuple[int, ...],
+) -> None:
+    """Write ``func(block)``'s core into ``target``'s chunk ``idx``.
+
+    ``block`` is chunk ``idx`` of ``meta`` grown by ``halo`` elements on each
+    side (clipped at the array's edges), read from the neighbouring chunks.
+    """
+    core = meta.chunk_region(idx)
+    grown = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(core, halo, meta.shape))
+    block = read_region(backend, meta, grown)
+    result = np.asarray(func(block))
+    if result.shape != block.shape:
+        raise ValueError(
+            f"function returned shape {result.shape} for the block of chunk {idx} with its halo, "
+            f"of shape {block.shape}; map functions must keep the shape"
+        )
+    inner = tuple(slice(s.start - g.start, s.stop - g.start) for s, g in zip(core, grown))
+    backend.write_chunk(target, idx, np.ascontiguousarray(result[inner]).astype(target.dtype, copy=False))
 
 
 def copy_chunk(backend: Any, meta: DatasetMeta, target: DatasetMeta, idx: tuple[int, ...]) -> None:

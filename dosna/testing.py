@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,17 @@ __all__ = ["ConformanceSuite", "index_cases", "make_connection", "random_array",
 
 BAD_NAMES = ["", ".hidden", "../x", "a/b", "a\0b", "x" * 201, "sp ace", "é", "a\\b", None, 3]
 DTYPES = ["?", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16", ">i4", ">f8"]
+
+
+def box_sum(array: np.ndarray, radius: tuple[int, ...]) -> np.ndarray:
+    """Sum over a box of ``2 r + 1`` elements per axis, edges repeated: a filter that reaches ``radius``."""
+    out = np.asarray(array, dtype=np.float64)
+    for axis, r in enumerate(radius):
+        if r:
+            padded = np.pad(out, [(r, r) if a == axis else (0, 0) for a in range(out.ndim)], mode="edge")
+            n = out.shape[axis]
+            out = sum(np.take(padded, range(k, k + n), axis=axis) for k in range(2 * r + 1))
+    return out
 
 
 def random_array(shape: tuple[int, ...], dtype: Any, seed: int = 0) -> np.ndarray:
@@ -478,6 +490,19 @@ class ConformanceSuite:
         ds.clear()
         assert ds.stored_chunks() == [] and _same(ds[...], np.zeros_like(data))
         assert _same(full[...], data + 1)  # the copy is independent
+
+    def test_map_with_halo_equals_whole_array_filter(self, connection: Connection) -> None:
+        data = random_array((13, 11, 6), "f8", 12)
+        ds = connection.create_dataset("halo", data=data, chunk_size=(4, 3, 5))
+        radius = (2, 1, 0)
+        expected = box_sum(data, radius)
+        assert _same(ds.map(partial(box_sum, radius=radius), "halo-out", halo=radius)[...], expected)
+        # halo 1 is too little along axis 0: wrong values near chunk borders
+        short = ds.map(partial(box_sum, radius=radius), "halo-short", halo=(1, 1, 0))[...]
+        assert not np.allclose(short, expected)
+        with pytest.raises(ValueError, match="halo"):
+            ds.map(np.negative, "halo-bad", halo=(1, 2))
+        assert "halo-bad" not in connection
 
     def test_map_failure_leaves_nothing(self, connection: Connection) -> None:
         ds = connection.create_dataset("mapfail", data=np.ones((6, 6)), chunk_size=3)
