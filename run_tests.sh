@@ -58,11 +58,17 @@ else
 fi
 export DOSNA_HYPOTHESIS_EXAMPLES=$EXAMPLES
 if [ -z "$MPI_RANK" ] && ! "$PY" -c "import torch" 2>/dev/null; then
-    # The torch learner's tests run when PyTorch's CPU build is on hand as a local wheel
-    # (--no-index: never fetch the multi-GB CUDA build); otherwise they are skipped.
-    "$PY" -m pip install -q --disable-pip-version-check --no-index torch==2.13.0 >/dev/null 2>&1 \
-        && echo "== installed PyTorch from a local wheel" \
-        || echo "note: no local PyTorch wheel; the torch learner tests will be skipped"
+    # The torch learner's tests run when a CPU build of PyTorch lies in one of pip's
+    # find-links directories (never fetch the multi-GB CUDA build); otherwise they are skipped.
+    torch_wheel=""
+    for dir in ${PIP_FIND_LINKS:-} $("$PY" -m pip config get global.find-links 2>/dev/null || true); do
+        for wheel in "$dir"/torch-*+cpu-cp3*.whl; do [ -f "$wheel" ] && torch_wheel=$wheel; done
+    done
+    if [ -n "$torch_wheel" ] && "$PY" -m pip install -q --disable-pip-version-check "$torch_wheel" >/dev/null 2>&1; then
+        echo "== installed PyTorch from $torch_wheel"
+    else
+        echo "note: no local CPU build of PyTorch; the torch learner tests will be skipped"
+    fi
 fi
 
 SELECT=()
