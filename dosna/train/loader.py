@@ -27,6 +27,7 @@ __all__ = ["BatchLoader", "epoch_order", "shard_of"]
 
 _DEFAULT_BLOCK_ROWS = 1024  # rows per block when the source is not chunked (NumPy arrays)
 _POLL = 0.1  # seconds between checks of the stop flag while the queue is full
+_WHOLE_Y_BYTES = 64 << 20  # targets up to this size are read whole once per epoch
 
 
 def epoch_order(
@@ -268,6 +269,11 @@ class _BlockReader:
             None if cheap else ThreadPoolExecutor(loader.read_threads, thread_name_prefix="dosna-read")
         )
         self.blocks: dict[int, tuple[int, np.ndarray, np.ndarray | None]] = {}
+        # Small targets (labels) are read whole once per epoch and gathered for all
+        # batches in one go, instead of block by block with the samples.
+        y = loader.y
+        row_bytes = 0 if y is None else math.prod(y.shape[1:]) * np.dtype(y.dtype).itemsize
+        self.whole_y = y is not None and loader.num_samples * row_bytes <= _WHOLE_Y_BYTES
 
     def __enter__(self) -> _BlockReader:
         return self
@@ -281,7 +287,7 @@ class _BlockReader:
         start = max(block * loader.block_rows, loader.rows[0])
         stop = min((block + 1) * loader.block_rows, loader.rows[1])
         x = _rows(loader.x, start, stop)
-        y = None if loader.y is None else _rows(loader.y, start, stop)
+        y = None if loader.y is None or self.whole_y else _rows(loader.y, start, stop)
         return start, x, y
 
     def _plan(self, batches: Sequence[np.ndarray]) -> list[tuple[list[int], list, list[int]]]:
@@ -321,6 +327,11 @@ class _BlockReader:
         """
         blocks = self.blocks
         plan = self._plan(batches)
+        labels = None
+        if self.whole_y and batches:
+            start, stop = self.loader.rows
+            labels = np.asarray(self.loader.y[start:stop]).take(np.concatenate(batches) - start, axis=0)
+        position = 0
         for first in range(0, len(batches), group):
             members = range(first, min(first + group, len(batches)))
             xs = ys = None
@@ -335,12 +346,16 @@ class _BlockReader:
                     xs, ys = self._buffers(sum(len(batches[j]) for j in members), runs)
                 size = len(batches[i])
                 xb = xs[offset : offset + size]
-                yb = None if ys is None else ys[offset : offset + size]
+                if labels is not None:
+                    yb = labels[position : position + size]
+                else:
+                    yb = None if ys is None else ys[offset : offset + size]
                 offset += size
+                position += size
                 for b, lo, hi, local in runs:
                     _, x, y = blocks[b]
                     x.take(local, axis=0, out=xb[lo:hi])
-                    if yb is not None:
+                    if y is not None:
                         y.take(local, axis=0, out=yb[lo:hi])
                 out.append(xb if yb is None else (xb, yb))
                 for b in done:
