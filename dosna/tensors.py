@@ -179,7 +179,7 @@ class ModelStore:
         versions = self.versions(model)
         if version == "latest":
             for candidate in reversed(versions):
-                if self.manifest(model, candidate)["state"] == FINISHED:
+                if self._read_manifest(model, candidate)["state"] == FINISHED:
                     return candidate
             raise ModelNotFoundError(f"model {model!r} has no finished version (versions: {versions})")
         if int(version) not in versions:
@@ -188,7 +188,11 @@ class ModelStore:
 
     def manifest(self, model: str, version: int | str = "latest") -> dict[str, Any]:
         """The manifest of one version: tensors, state, lineage, metrics, times."""
-        name = _manifest_name(model, self.resolve(model, version))
+        return self._read_manifest(model, self.resolve(model, version))
+
+    def _read_manifest(self, model: str, version: int) -> dict[str, Any]:
+        """The manifest of a version known to exist (one metadata read, no listing)."""
+        name = _manifest_name(model, version)
         manifest = self.connection.get_dataset(name).attrs.get("manifest")
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             raise ModelStateError(f"{name!r} holds no dosna model manifest")
@@ -196,7 +200,7 @@ class ModelStore:
 
     def history(self, model: str) -> list[dict[str, Any]]:
         """Every version's manifest, oldest first."""
-        return [self.manifest(model, v) for v in self.versions(model)]
+        return [self._read_manifest(model, v) for v in self.versions(model)]
 
     # -- writing -------------------------------------------------------------------
     def begin(
@@ -304,20 +308,24 @@ class ModelRun:
 
     @property
     def manifest(self) -> dict[str, Any]:
-        return self.store.manifest(self.model, self.version)
+        return self.store._read_manifest(self.model, self.version)
 
-    def _write(self, **changes: Any) -> None:
+    def _write(
+        self,
+        metrics: Mapping[str, Any] | None = None,
+        lineage: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> None:
+        """One read and one write of the manifest: merge metrics and lineage, set the rest."""
         manifest = self.manifest
+        manifest["metrics"].update(json.loads(json.dumps(dict(metrics or {}))))
+        manifest["lineage"].update(json.loads(json.dumps(dict(lineage or {}))))
         manifest.update(changes, updated_at=_now())
         self.store.connection.get_dataset(self.dataset_name).attrs["manifest"] = manifest
 
     def update(self, *, metrics: Mapping[str, Any] | None = None, **lineage: Any) -> None:
         """Record progress: merge ``metrics`` and lineage entries into the manifest."""
-        manifest = self.manifest
-        self._write(
-            metrics={**manifest["metrics"], **json.loads(json.dumps(dict(metrics or {})))},
-            lineage={**manifest["lineage"], **json.loads(json.dumps(lineage))},
-        )
+        self._write(metrics=metrics, lineage=lineage)
 
     def finish(self, tensors: Mapping[str, Any], metrics: Mapping[str, Any] | None = None) -> None:
         """Store the tensors and mark the version finished."""
@@ -337,8 +345,7 @@ class ModelRun:
                     "chunk_size": list(ds.chunk_size),
                 }
             )
-        self.update(metrics=metrics)
-        self._write(tensors=entries, state=FINISHED, finished_at=_now())
+        self._write(metrics=metrics, tensors=entries, state=FINISHED, finished_at=_now())
 
     def fail(self, error: BaseException | str) -> None:
         """Mark the version failed, with the error's text."""
