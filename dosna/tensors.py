@@ -1,4 +1,4 @@
-"""A store for model tensors, with versions, states and lineage.
+"""A store for model tensors, with versions, states, lineage and training checkpoints.
 
 A model version is a set of named tensors (a ``state_dict``) saved under a model
 name and an auto-incremented version number. Each tensor is a dosna dataset
@@ -6,7 +6,8 @@ name and an auto-incremented version number. Each tensor is a dosna dataset
 state of the run that made them (``running``, ``finished``, ``failed``) and its
 lineage: the training datasets with a content fingerprint, the rows and rank
 shards used, hyper-parameters, metrics, the parent version when fine-tuned and
-the dosna version.
+the dosna version. A running version may also hold a *checkpoint*: arrays and
+JSON values from which an interrupted training run continues.
 
 Everything lives in the connection's own datasets, so it works on every
 backend::
@@ -20,11 +21,29 @@ A training run reserves its version first and fills it in at the end::
 
     with store.begin("digits-mlp", lineage=...) as run:   # state 'running'
         ...train...
+        run.checkpoint(epoch, arrays, values)              # optional, replaces the last one
         run.finish(learner.state_dict(), metrics={...})   # state 'finished'
     # an exception inside the block marks the version 'failed'
 
-Names in storage: ``models.<model>.v<version>`` holds the manifest (in its
-attributes) and ``models.<model>.v<version>.t<i>`` the i-th tensor.
+Names in storage and ownership
+------------------------------
+``models.<model>.v<version>`` holds the manifest (in its attributes),
+``models.<model>.v<version>.t<i>`` the i-th tensor and
+``models.<model>.v<version>.c<epoch>-<i>`` the i-th array of a checkpoint.
+Users can create datasets with such names too, so a name alone proves nothing.
+The store therefore trusts only what it can check:
+
+- a manifest is used only when it validates completely (every key, type and
+  range) and names its own model and version; others are skipped with a
+  warning when listing, and raise :class:`ModelCorruptError` when asked for;
+- every dataset the store writes carries the attribute ``dosna_model``
+  (``{"model", "version", "run", "role", "name"}``, ``run`` being the
+  version's random ``run_id``), and a tensor is read only when its dataset has
+  the name the store gives it, that marker, and the recorded shape and dtype;
+- the store deletes only datasets its manifest lists *and* that carry its
+  marker, never by name prefix, and it never writes over a dataset that lacks
+  its marker (:class:`ModelStateError`). A marked dataset no manifest lists is
+  an orphan of a killed writer and is replaced when its name is needed again.
 """
 
 from __future__ import annotations
@@ -32,13 +51,25 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
+import os
 import re
+import secrets
+import tempfile
+import zipfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DatasetExistsError, InvalidNameError, ModelNotFoundError, ModelStateError
+from .errors import (
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DosnaError,
+    InvalidNameError,
+    ModelNotFoundError,
+    ModelStateError,
+)
 from .metadata import validate_dtype
 
 if TYPE_CHECKING:
@@ -48,20 +79,74 @@ if TYPE_CHECKING:
 __all__ = [
     "FINISHED",
     "FAILED",
+    "MARKER",
     "RUNNING",
+    "ModelCorruptError",
     "ModelRun",
     "ModelStore",
     "dataset_fingerprint",
+    "export_npz",
     "to_numpy_tensors",
+    "validate_manifest",
 ]
 
+log = logging.getLogger(__name__)
+
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
+STATES = (RUNNING, FINISHED, FAILED)
 MANIFEST_FORMAT = "dosna-model"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 PREFIX = "models."
+MARKER = "dosna_model"  # attribute carried by every dataset the store writes
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_\-]{1,100}")
-_MANIFEST_NAME = re.compile(r"models\.([A-Za-z0-9_\-]{1,100})\.v([0-9]+)")
+_MANIFEST_NAME = re.compile(r"models\.([A-Za-z0-9_\-]{1,100})\.v([1-9][0-9]{0,17})")
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+_MAX_NDIM = 32
 _ALLOCATION_ATTEMPTS = 20
+_MANIFEST_KEYS = frozenset(
+    {
+        "format",
+        "format_version",
+        "model",
+        "version",
+        "run_id",
+        "state",
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "dosna_version",
+        "parent",
+        "tensors",
+        "checkpoint",
+        "stale",
+        "lineage",
+        "metrics",
+        "error",
+    }
+)
+_ENTRY_KEYS = frozenset({"name", "dataset", "shape", "dtype", "chunk_size"})
+_CHECKPOINT_KEYS = frozenset({"epoch", "tensors", "values"})
+
+
+class ModelCorruptError(DosnaError, ValueError):
+    """A model manifest, or a dataset it points at, is not what the store wrote.
+
+    Parameters
+    ----------
+    where : str
+        The manifest: ``'<connection>:<manifest dataset>'``.
+    location : str
+        The part that is wrong, e.g. ``manifest['tensors'][0]['shape']``.
+    reason : str
+        What is wrong with it.
+    """
+
+    def __init__(self, where: str, location: str, reason: str) -> None:
+        self.where, self.location, self.reason = where, location, reason
+        super().__init__(f"model manifest {where} is corrupt at {location}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.where, self.location, self.reason))
 
 
 def _now() -> str:
@@ -80,6 +165,161 @@ def _validate_model_name(name: object) -> str:
 
 def _manifest_name(model: str, version: int) -> str:
     return f"{PREFIX}{model}.v{version}"
+
+
+def _tensor_dataset(model: str, version: int, index: int) -> str:
+    return f"{_manifest_name(model, version)}.t{index}"
+
+
+def _checkpoint_dataset(model: str, version: int, epoch: int, index: int) -> str:
+    return f"{_manifest_name(model, version)}.c{epoch}-{index}"
+
+
+def _owned_name(model: str, version: int) -> re.Pattern[str]:
+    """The names of the datasets (other than the manifest) a version may own."""
+    return re.compile(re.escape(_manifest_name(model, version)) + r"\.(t[0-9]+|c[0-9]+-[0-9]+)")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+# -- manifest validation -----------------------------------------------------------
+
+
+class _Checker:
+    """Raises ModelCorruptError naming the manifest and the location of the problem."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, location: str, reason: str) -> None:
+        raise ModelCorruptError(self.where, location, reason)
+
+    def keys(self, doc: object, required: frozenset[str], location: str) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            self.fail(location, f"expected an object, got {_kind(doc)}")
+        assert isinstance(doc, dict)
+        missing, extra = sorted(required - set(doc)), sorted(set(doc) - required)
+        if missing:
+            self.fail(location, f"missing key(s) {', '.join(map(repr, missing))}")
+        if extra:
+            self.fail(location, f"unknown key(s) {', '.join(map(repr, extra))}")
+        return doc
+
+    def of_type(
+        self, value: object, types: tuple[type, ...], location: str, allow_none: bool = False
+    ) -> None:
+        if value is None and allow_none:
+            return
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types) + (" or null" if allow_none else "")
+            self.fail(location, f"expected {names}, got {_kind(value)}")
+
+    def int_in(self, value: object, low: int, high: int | None, location: str) -> int:
+        if not _is_int(value):
+            self.fail(location, f"expected an int, got {_kind(value)}")
+        assert isinstance(value, int)
+        if value < low or (high is not None and value > high):
+            bound = f"{low}..{high}" if high is not None else f">= {low}"
+            self.fail(location, f"{value} is out of range ({bound})")
+        return value
+
+    def equal(self, value: object, expected: object, location: str) -> None:
+        if value != expected or type(value) is not type(expected):
+            self.fail(location, f"expected {expected!r}, got {value!r}")
+
+    def entry(self, doc: object, dataset: str, location: str) -> dict[str, Any]:
+        entry = self.keys(doc, _ENTRY_KEYS, location)
+        name = entry["name"]
+        if not isinstance(name, str) or not name:
+            self.fail(f"{location}['name']", f"expected a non-empty str, got {name!r}")
+        self.equal(entry["dataset"], dataset, f"{location}['dataset']")
+        shape = entry["shape"]
+        if not isinstance(shape, list) or len(shape) > _MAX_NDIM:
+            self.fail(f"{location}['shape']", f"expected a list of at most {_MAX_NDIM} ints, got {shape!r}")
+        for i, extent in enumerate(shape):
+            self.int_in(extent, 0, None, f"{location}['shape'][{i}]")
+        chunks = entry["chunk_size"]
+        if not isinstance(chunks, list) or len(chunks) != len(shape):
+            self.fail(f"{location}['chunk_size']", f"expected a list of {len(shape)} ints, got {chunks!r}")
+        for i, extent in enumerate(chunks):
+            self.int_in(extent, 1, None, f"{location}['chunk_size'][{i}]")
+        dtype = entry["dtype"]
+        try:
+            if not isinstance(dtype, str) or np.dtype(dtype).str != dtype:
+                raise TypeError(f"not a canonical dtype string: {dtype!r}")
+            validate_dtype(np.dtype(dtype))
+        except (TypeError, ValueError) as exc:
+            self.fail(f"{location}['dtype']", str(exc))
+        return entry
+
+    def tensor_list(self, value: object, dataset_of: Any, location: str) -> None:
+        if not isinstance(value, list):
+            self.fail(location, f"expected a list, got {_kind(value)}")
+        assert isinstance(value, list)
+        seen: set[str] = set()
+        for i, doc in enumerate(value):
+            entry = self.entry(doc, dataset_of(i), f"{location}[{i}]")
+            if entry["name"] in seen:
+                self.fail(f"{location}[{i}]['name']", f"tensor name {entry['name']!r} appears twice")
+            seen.add(entry["name"])
+
+
+def validate_manifest(doc: object, model: str, version: int, where: str) -> dict[str, Any]:
+    """Check a manifest completely; return it, or raise :class:`ModelCorruptError`.
+
+    Parameters
+    ----------
+    doc : object
+        The decoded manifest.
+    model, version
+        Whose manifest it must be (from the name of the dataset holding it).
+    where : str
+        How to name the manifest in errors.
+    """
+    check = _Checker(where)
+    m = check.keys(doc, _MANIFEST_KEYS, "manifest")
+    check.equal(m["format"], MANIFEST_FORMAT, "manifest['format']")
+    check.equal(m["format_version"], MANIFEST_VERSION, "manifest['format_version']")
+    check.equal(m["model"], model, "manifest['model']")
+    check.equal(m["version"], version, "manifest['version']")
+    if not isinstance(m["run_id"], str) or not _RUN_ID.fullmatch(m["run_id"]):
+        check.fail("manifest['run_id']", f"expected 32 hexadecimal digits, got {m['run_id']!r}")
+    if m["state"] not in STATES:
+        check.fail("manifest['state']", f"expected one of {', '.join(STATES)}, got {m['state']!r}")
+    for key in ("created_at", "updated_at", "dosna_version"):
+        check.of_type(m[key], (str,), f"manifest[{key!r}]")
+    for key in ("finished_at", "error"):
+        check.of_type(m[key], (str,), f"manifest[{key!r}]", allow_none=True)
+    if m["parent"] is not None:
+        check.int_in(m["parent"], 1, version - 1, "manifest['parent']")
+    for key in ("lineage", "metrics"):
+        check.of_type(m[key], (dict,), f"manifest[{key!r}]")
+    check.tensor_list(m["tensors"], lambda i: _tensor_dataset(model, version, i), "manifest['tensors']")
+    if m["checkpoint"] is not None:
+        cp = check.keys(m["checkpoint"], _CHECKPOINT_KEYS, "manifest['checkpoint']")
+        epoch = check.int_in(cp["epoch"], 1, None, "manifest['checkpoint']['epoch']")
+        check.tensor_list(
+            cp["tensors"],
+            lambda i: _checkpoint_dataset(model, version, epoch, i),
+            "manifest['checkpoint']['tensors']",
+        )
+        check.of_type(cp["values"], (dict,), "manifest['checkpoint']['values']")
+    if not isinstance(m["stale"], list):
+        check.fail("manifest['stale']", f"expected a list, got {_kind(m['stale'])}")
+    owned = _owned_name(model, version)
+    for i, name in enumerate(m["stale"]):
+        if not isinstance(name, str) or not owned.fullmatch(name):
+            check.fail(f"manifest['stale'][{i}]", f"{name!r} is not a dataset name of this version")
+    return m
+
+
+# -- tensors in and out ------------------------------------------------------------
 
 
 def to_numpy_tensors(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -111,6 +351,43 @@ def to_numpy_tensors(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def export_npz(path: str | os.PathLike[str], tensors: Mapping[str, Any]) -> str:
+    """Write tensors to a ``.npz`` file that :func:`numpy.load` reads back, without pickle.
+
+    Any tensor name works, including ``file`` (which :func:`numpy.savez`
+    takes as its own argument). The file appears complete or not at all: it
+    is written next to its destination and renamed into place.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination; ``.npz`` is appended when missing, as NumPy does.
+    tensors : mapping of str to array
+        The arrays, e.g. what :meth:`ModelStore.load` returns.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    arrays = to_numpy_tensors(tensors)
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".export-", suffix=".npz.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, array in arrays.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
 def dataset_fingerprint(dataset: Dataset) -> str:
     """A content fingerprint of a dataset: BLAKE2b over its shape, dtype and values.
 
@@ -129,6 +406,9 @@ def dataset_fingerprint(dataset: Dataset) -> str:
     return "blake2b-128:" + digest.hexdigest()
 
 
+# -- the store ---------------------------------------------------------------------
+
+
 class ModelStore:
     """Model versions stored in a dosna connection.
 
@@ -144,9 +424,14 @@ class ModelStore:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self._warned: set[str] = set()
+
+    def _where(self, model: str, version: int) -> str:
+        return f"{self.connection.name}:{_manifest_name(model, version)}"
 
     # -- looking things up -------------------------------------------------------
-    def _all_versions(self) -> dict[str, list[int]]:
+    def _candidates(self) -> dict[str, list[int]]:
+        """Version numbers by model, from dataset names alone (nothing is validated)."""
         found: dict[str, list[int]] = {}
         for ds_name in self.connection.datasets():
             match = _MANIFEST_NAME.fullmatch(ds_name)
@@ -154,53 +439,204 @@ class ModelStore:
                 found.setdefault(match.group(1), []).append(int(match.group(2)))
         return {name: sorted(v) for name, v in sorted(found.items())}
 
+    def _valid_manifest(self, model: str, version: int) -> dict[str, Any] | None:
+        """The manifest if it validates; None (logged once) otherwise."""
+        try:
+            return self._read_manifest(model, version)
+        except (DatasetNotFoundError, ModelNotFoundError):
+            return None  # deleted since the listing
+        except DosnaError as exc:
+            name = _manifest_name(model, version)
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("ignoring dataset %r: not a valid model manifest (%s)", name, exc)
+            return None
+
+    def _valid_versions(self, model: str, candidates: list[int]) -> list[int]:
+        return [v for v in candidates if self._valid_manifest(model, v) is not None]
+
     def models(self) -> list[str]:
-        """The names of the stored models, sorted."""
-        return list(self._all_versions())
+        """The names of the stored models (with at least one valid manifest), sorted."""
+        return [m for m, versions in self._candidates().items() if self._valid_versions(m, versions)]
 
     def versions(self, model: str) -> list[int]:
         """The version numbers of ``model`` in every state, ascending.
 
-        Raises :class:`ModelNotFoundError` if the model has no version.
+        Datasets named like manifests that do not hold a valid one are skipped
+        (with a warning). Raises :class:`ModelNotFoundError` if the model has
+        no version.
         """
         _validate_model_name(model)
-        versions = self._all_versions().get(model)
+        versions = self._valid_versions(model, self._candidates().get(model, []))
         if not versions:
             known = ", ".join(self.models()) or "none"
             raise ModelNotFoundError(f"no model {model!r} in {self.connection.name!r} (models: {known})")
         return versions
 
     def resolve(self, model: str, version: int | str = "latest") -> int:
-        """The version number meant by ``version``: an int, or ``'latest'`` (newest finished)."""
+        """The version number meant by ``version``: an int, or ``'latest'`` (newest finished).
+
+        An explicit version is looked up directly; its manifest must be valid
+        (else :class:`ModelCorruptError`).
+        """
         if isinstance(version, str) and version.isdigit():
             version = int(version)
         if version != "latest" and (not isinstance(version, (int, np.integer)) or isinstance(version, bool)):
             raise TypeError(f"version must be an int or 'latest', not {version!r}")
-        versions = self.versions(model)
+        _validate_model_name(model)
         if version == "latest":
-            for candidate in reversed(versions):
-                if self._read_manifest(model, candidate)["state"] == FINISHED:
+            candidates = self._candidates().get(model, [])
+            for candidate in reversed(candidates):
+                manifest = self._valid_manifest(model, candidate)
+                if manifest is not None and manifest["state"] == FINISHED:
                     return candidate
+            versions = self.versions(model)  # raises if there is none at all
             raise ModelNotFoundError(f"model {model!r} has no finished version (versions: {versions})")
-        if int(version) not in versions:
-            raise ModelNotFoundError(f"model {model!r} has no version {version} (versions: {versions})")
-        return int(version)
+        number = int(version)
+        if number >= 1 and self.connection.has_dataset(_manifest_name(model, number)):
+            self._read_manifest(model, number)  # a corrupt one is an error when asked for
+            return number
+        raise ModelNotFoundError(
+            f"model {model!r} has no version {number} (versions: {self.versions(model)})"
+        )
 
     def manifest(self, model: str, version: int | str = "latest") -> dict[str, Any]:
         """The manifest of one version: tensors, state, lineage, metrics, times."""
         return self._read_manifest(model, self.resolve(model, version))
 
     def _read_manifest(self, model: str, version: int) -> dict[str, Any]:
-        """The manifest of a version known to exist (one metadata read, no listing)."""
-        name = _manifest_name(model, version)
-        manifest = self.connection.get_dataset(name).attrs.get("manifest")
-        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise ModelStateError(f"{name!r} holds no dosna model manifest")
-        return manifest
+        """The validated manifest of a version known to exist (one metadata read, no listing)."""
+        ds = self.connection.get_dataset(_manifest_name(model, version))
+        where = self._where(model, version)
+        attrs = ds.attrs
+        if "manifest" not in attrs:
+            raise ModelCorruptError(where, "attrs['manifest']", "the dataset holds no model manifest")
+        return validate_manifest(attrs["manifest"], model, version, where)
 
     def history(self, model: str) -> list[dict[str, Any]]:
-        """Every version's manifest, oldest first."""
-        return [self._read_manifest(model, v) for v in self.versions(model)]
+        """Every valid version's manifest, oldest first."""
+        found = []
+        for v in self.versions(model):
+            manifest = self._valid_manifest(model, v)
+            if manifest is not None:
+                found.append(manifest)
+        return found
+
+    def latest_unfinished(self, model: str) -> int | None:
+        """The newest version of ``model`` if it is running or failed, else None.
+
+        This is what a training run resumes. None when the model has no valid
+        version or its newest one is finished.
+        """
+        _validate_model_name(model)
+        for candidate in reversed(self._candidates().get(model, [])):
+            manifest = self._valid_manifest(model, candidate)
+            if manifest is not None:
+                return None if manifest["state"] == FINISHED else candidate
+        return None
+
+    # -- owned datasets --------------------------------------------------------------
+    def _marker(self, manifest: Mapping[str, Any], role: str, name: str) -> dict[str, Any]:
+        return {
+            "model": manifest["model"],
+            "version": manifest["version"],
+            "run": manifest["run_id"],
+            "role": role,
+            "name": name,
+        }
+
+    def _open_owned(self, dataset: str, model: str, version: int) -> Dataset | None:
+        """The dataset if it carries this version's marker (of any run), None if missing.
+
+        Raises ModelStateError when the name is taken by a dataset the store did not write.
+        """
+        try:
+            ds = self.connection.get_dataset(dataset)
+        except DatasetNotFoundError:
+            return None
+        marker = ds.attrs.get(MARKER)
+        if not isinstance(marker, dict) or marker.get("model") != model or marker.get("version") != version:
+            raise ModelStateError(
+                f"dataset {dataset!r} exists but was not written by the model store for {model!r} "
+                f"version {version}; the store never writes over or deletes it (rename or delete it yourself)"
+            )
+        return ds
+
+    def _delete_owned(self, names: list[str], model: str, version: int) -> None:
+        """Delete the listed datasets that carry this version's marker; skip (and log) others."""
+        for name in names:
+            try:
+                if self._open_owned(name, model, version) is not None:
+                    self.connection.del_dataset(name)
+            except ModelStateError as exc:
+                log.warning("not deleting %r: %s", name, exc)
+            except DatasetNotFoundError:  # gone meanwhile
+                pass
+
+    def _write_arrays(
+        self, manifest: Mapping[str, Any], arrays: Mapping[str, np.ndarray], role: str, dataset_of: Any
+    ) -> list[dict[str, Any]]:
+        """Store arrays as marked datasets; return their manifest entries.
+
+        Every name is checked before anything is written: a name held by a
+        dataset the store did not write is refused; one held by a marked
+        orphan (a killed writer's) is deleted first.
+        """
+        model, version = manifest["model"], manifest["version"]
+        names = [dataset_of(i) for i in range(len(arrays))]
+        cp = manifest["checkpoint"]
+        in_use = {e["dataset"] for e in manifest["tensors"] + ([] if cp is None else cp["tensors"])}
+        if in_use.intersection(names):
+            raise ModelStateError(
+                f"model {model!r} version {version} already holds {sorted(in_use & set(names))}"
+            )
+        orphans = [n for n in names if self._open_owned(n, model, version) is not None]
+        for name in orphans:
+            self.connection.del_dataset(name)
+        entries = []
+        for dataset, (name, array) in zip(names, arrays.items()):
+            ds = self.connection.create_dataset(
+                dataset, data=array, attrs={MARKER: self._marker(manifest, role, name)}
+            )
+            entries.append(
+                {
+                    "name": name,
+                    "dataset": ds.name,
+                    "shape": list(array.shape),
+                    "dtype": array.dtype.str,
+                    "chunk_size": list(ds.chunk_size),
+                }
+            )
+        return entries
+
+    def _read_arrays(
+        self, manifest: Mapping[str, Any], entries: list[dict[str, Any]], role: str, at: str
+    ) -> dict[str, np.ndarray]:
+        """Read the datasets of manifest entries, checking each is the store's own and as recorded."""
+        model, version = manifest["model"], manifest["version"]
+        where = self._where(model, version)
+        out = {}
+        for i, entry in enumerate(entries):
+            location = f"{at}[{i}]"
+            try:
+                ds = self.connection.get_dataset(entry["dataset"])
+            except DatasetNotFoundError:
+                raise ModelCorruptError(where, location, f"dataset {entry['dataset']!r} is missing") from None
+            if ds.attrs.get(MARKER) != self._marker(manifest, role, entry["name"]):
+                raise ModelCorruptError(
+                    where,
+                    location,
+                    f"dataset {entry['dataset']!r} was not written by this version of the model",
+                )
+            if list(ds.shape) != entry["shape"] or ds.dtype.str != entry["dtype"]:
+                raise ModelCorruptError(
+                    where,
+                    location,
+                    f"dataset {entry['dataset']!r} holds {ds.dtype.str} {list(ds.shape)}, "
+                    f"the manifest records {entry['dtype']} {entry['shape']}",
+                )
+            out[entry["name"]] = ds[()]
+        return out
 
     # -- writing -------------------------------------------------------------------
     def begin(
@@ -227,12 +663,16 @@ class ModelStore:
             parent = self.resolve(model, parent)
         engine = self.connection.engine
         for _ in range(_ALLOCATION_ATTEMPTS):
-            version = engine.collective(lambda: self._next_version(model))
+            # Any dataset with a manifest's name takes its number, valid or not.
+            version, run_id = engine.collective(
+                lambda: [max(self._candidates().get(model, [0])) + 1, secrets.token_hex(16)]
+            )
             manifest = {
                 "format": MANIFEST_FORMAT,
                 "format_version": MANIFEST_VERSION,
                 "model": model,
                 "version": version,
+                "run_id": run_id,
                 "state": RUNNING,
                 "created_at": _now(),
                 "updated_at": _now(),
@@ -240,10 +680,13 @@ class ModelStore:
                 "dosna_version": _dosna_version(),
                 "parent": parent,
                 "tensors": [],
+                "checkpoint": None,
+                "stale": [],
                 "lineage": lineage,
                 "metrics": {},
                 "error": None,
             }
+            validate_manifest(manifest, model, version, self._where(model, version))
             try:
                 self.connection.create_dataset(
                     _manifest_name(model, version), shape=(0,), dtype="u1", attrs={"manifest": manifest}
@@ -253,8 +696,21 @@ class ModelStore:
             return ModelRun(self, model, version)
         raise ModelStateError(f"could not reserve a new version of {model!r}: too many concurrent savers")
 
-    def _next_version(self, model: str) -> int:
-        return max(self._all_versions().get(model, [0])) + 1
+    def reopen(self, model: str, version: int) -> ModelRun:
+        """Set an unfinished (running or failed) version running again, to continue it.
+
+        Datasets left behind by a writer killed while replacing its checkpoint
+        are deleted. Raises :class:`ModelStateError` for a finished version.
+        """
+        manifest = self._read_manifest(model, self.resolve(model, version))
+        if manifest["state"] == FINISHED:
+            raise ModelStateError(
+                f"model {model!r} version {manifest['version']} is finished; it cannot continue"
+            )
+        run = ModelRun(self, model, manifest["version"])
+        self._delete_owned(manifest["stale"], model, manifest["version"])
+        run._write(state=RUNNING, error=None, finished_at=None, stale=[])
+        return run
 
     def save(
         self,
@@ -271,27 +727,35 @@ class ModelStore:
         return run.version
 
     def load(self, model: str, version: int | str = "latest") -> dict[str, np.ndarray]:
-        """The tensors of a finished version, bit-exact, in the order they were saved."""
+        """The tensors of a finished version, bit-exact, in the order they were saved.
+
+        Raises :class:`ModelCorruptError` if a tensor's dataset is missing, is
+        not the one the store wrote for this version, or differs in shape or
+        dtype from the manifest.
+        """
         manifest = self.manifest(model, version)
         if manifest["state"] != FINISHED:
             raise ModelStateError(
                 f"model {model!r} version {manifest['version']} is {manifest['state']}, not finished"
                 + (f": {manifest['error']}" if manifest.get("error") else "")
             )
-        out = {}
-        for entry in manifest["tensors"]:
-            out[entry["name"]] = self.connection.get_dataset(entry["dataset"])[()]
-        return out
+        return self._read_arrays(manifest, manifest["tensors"], "tensor", "manifest['tensors']")
 
     def delete(self, model: str, version: int) -> None:
-        """Delete one version (its tensors, then its manifest); other versions stay."""
+        """Delete one version; other versions and every other dataset stay.
+
+        The manifest goes first, so a version is never seen with tensors
+        missing; then the datasets it lists that carry the store's marker.
+        Nothing is deleted by name prefix. A corrupt manifest is refused
+        (:class:`ModelCorruptError`): delete that dataset yourself.
+        """
         version = self.resolve(model, version)
-        manifest_name = _manifest_name(model, version)
-        prefix = manifest_name + ".t"
-        for ds_name in self.connection.datasets():
-            if ds_name.startswith(prefix):
-                self.connection.del_dataset(ds_name)
-        self.connection.del_dataset(manifest_name)
+        manifest = self._read_manifest(model, version)
+        owned = [e["dataset"] for e in manifest["tensors"]] + list(manifest["stale"])
+        if manifest["checkpoint"] is not None:
+            owned += [e["dataset"] for e in manifest["checkpoint"]["tensors"]]
+        self.connection.del_dataset(_manifest_name(model, version))
+        self._delete_owned(owned, model, version)
 
 
 class ModelRun:
@@ -315,40 +779,95 @@ class ModelRun:
         metrics: Mapping[str, Any] | None = None,
         lineage: Mapping[str, Any] | None = None,
         **changes: Any,
-    ) -> None:
+    ) -> dict[str, Any]:
         """One read and one write of the manifest: merge metrics and lineage, set the rest."""
         manifest = self.manifest
         manifest["metrics"].update(json.loads(json.dumps(dict(metrics or {}))))
         manifest["lineage"].update(json.loads(json.dumps(dict(lineage or {}))))
-        manifest.update(changes, updated_at=_now())
+        manifest.update(json.loads(json.dumps(changes)), updated_at=_now())
+        validate_manifest(manifest, self.model, self.version, self.store._where(self.model, self.version))
         self.store.connection.get_dataset(self.dataset_name).attrs["manifest"] = manifest
+        return manifest
+
+    def _running(self) -> dict[str, Any]:
+        manifest = self.manifest
+        if manifest["state"] != RUNNING:
+            raise ModelStateError(f"model {self.model!r} version {self.version} is no longer running")
+        return manifest
 
     def update(self, *, metrics: Mapping[str, Any] | None = None, **lineage: Any) -> None:
         """Record progress: merge ``metrics`` and lineage entries into the manifest."""
         self._write(metrics=metrics, lineage=lineage)
 
+    def checkpoint(
+        self,
+        epoch: int,
+        arrays: Mapping[str, Any],
+        values: Mapping[str, Any],
+        metrics: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Replace the version's checkpoint: ``arrays`` as datasets, ``values`` as JSON.
+
+        The new arrays are written first, then the manifest points at them
+        (one write, which also merges ``metrics``), then the previous
+        checkpoint's datasets are deleted. A kill at any moment leaves one
+        complete checkpoint: the old one or the new one.
+
+        Parameters
+        ----------
+        epoch : int
+            Epochs completed (>= 1).
+        arrays : mapping of str to array
+            Learner parameters and optimizer state.
+        values : mapping
+            JSON values (loop position, history, RNG state as JSON...).
+        """
+        if not _is_int(epoch) or epoch < 1:
+            raise ValueError(f"epoch must be an int >= 1, got {epoch!r}")
+        values = json.loads(json.dumps(dict(values)))
+        tensors = to_numpy_tensors(arrays)
+        manifest = self._running()
+        previous = manifest["checkpoint"]
+        old = [] if previous is None else [e["dataset"] for e in previous["tensors"]]
+        entries = self.store._write_arrays(
+            manifest, tensors, "checkpoint", lambda i: _checkpoint_dataset(self.model, self.version, epoch, i)
+        )
+        kept = {e["dataset"] for e in entries}
+        stale = [n for n in old if n not in kept]
+        self._write(
+            metrics=metrics, checkpoint={"epoch": epoch, "tensors": entries, "values": values}, stale=stale
+        )
+        self.store._delete_owned(stale, self.model, self.version)
+
+    def load_checkpoint(self) -> tuple[int, dict[str, np.ndarray], dict[str, Any]] | None:
+        """The last checkpoint as ``(epoch, arrays, values)``, or None if there is none."""
+        manifest = self.manifest
+        cp = manifest["checkpoint"]
+        if cp is None:
+            return None
+        arrays = self.store._read_arrays(
+            manifest, cp["tensors"], "checkpoint", "manifest['checkpoint']['tensors']"
+        )
+        return cp["epoch"], arrays, cp["values"]
+
     def finish(self, tensors: Mapping[str, Any], metrics: Mapping[str, Any] | None = None) -> None:
-        """Store the tensors and mark the version finished."""
+        """Store the tensors and mark the version finished (its checkpoint is then deleted)."""
         arrays = to_numpy_tensors(tensors)
-        if self.manifest["state"] != RUNNING:
-            raise ModelStateError(f"model {self.model!r} version {self.version} is no longer running")
-        con = self.store.connection
-        entries = []
-        for i, (name, array) in enumerate(arrays.items()):
-            ds = con.create_dataset(f"{self.dataset_name}.t{i}", data=array)
-            entries.append(
-                {
-                    "name": name,
-                    "dataset": ds.name,
-                    "shape": list(array.shape),
-                    "dtype": array.dtype.str,
-                    "chunk_size": list(ds.chunk_size),
-                }
-            )
-        self._write(metrics=metrics, tensors=entries, state=FINISHED, finished_at=_now())
+        manifest = self._running()
+        entries = self.store._write_arrays(
+            manifest, arrays, "tensor", lambda i: _tensor_dataset(self.model, self.version, i)
+        )
+        cp = manifest["checkpoint"]
+        stale = manifest["stale"] + ([] if cp is None else [e["dataset"] for e in cp["tensors"]])
+        self._write(
+            metrics=metrics, tensors=entries, state=FINISHED, finished_at=_now(), checkpoint=None, stale=stale
+        )
+        if stale:
+            self.store._delete_owned(stale, self.model, self.version)
+            self._write(stale=[])
 
     def fail(self, error: BaseException | str) -> None:
-        """Mark the version failed, with the error's text."""
+        """Mark the version failed, with the error's text (its checkpoint stays, to resume from)."""
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self._write(state=FAILED, error=text, finished_at=_now())
 

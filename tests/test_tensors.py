@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 import dosna as dn
-from dosna.tensors import FAILED, FINISHED, RUNNING, ModelStore, dataset_fingerprint
+from dosna.tensors import (
+    FAILED,
+    FINISHED,
+    RUNNING,
+    ModelCorruptError,
+    ModelStore,
+    dataset_fingerprint,
+    export_npz,
+)
 
 
 def sample_tensors() -> dict[str, np.ndarray]:
@@ -149,3 +157,231 @@ def test_torch_tensors_round_trip(tmp_path):
         assert loaded[name].tobytes() == tensor.numpy().tobytes()
     with pytest.raises(TypeError, match="float32"):
         ModelStore(con).save("lin", {"w": torch.ones(2, dtype=torch.bfloat16)})
+
+
+# -- the store's own namespace and manifest validation --------------------------------
+
+
+def _store(tmp_path) -> tuple[dn.Connection, ModelStore]:
+    con = dn.Connection("m", backend="hdf5", directory=tmp_path).connect()
+    return con, ModelStore(con)
+
+
+def _edit_manifest(con, name: str, change) -> None:
+    ds = con.get_dataset(name)
+    manifest = ds.attrs["manifest"]
+    change(manifest)
+    ds.attrs["manifest"] = manifest
+
+
+def test_a_manifest_pointing_at_another_dataset_is_refused(tmp_path):
+    con, store = _store(tmp_path)
+    store.save("net", {"w": np.arange(6.0).reshape(2, 3)})
+    con.create_dataset("secret", data=np.full((2, 3), 42.0))
+
+    def point_at_secret(m):
+        m["tensors"][0]["dataset"] = "secret"
+
+    _edit_manifest(con, "models.net.v1", point_at_secret)
+    with pytest.raises(ModelCorruptError, match=r"manifest\['tensors'\]\[0\]\['dataset'\]"):
+        store.load("net", 1)
+
+
+def test_a_tensor_dataset_replaced_by_a_user_dataset_is_refused(tmp_path):
+    con, store = _store(tmp_path)
+    store.save("net", {"w": np.arange(6.0).reshape(2, 3)})
+    con.del_dataset("models.net.v1.t0")
+    con.create_dataset("models.net.v1.t0", data=np.zeros(1000))  # same name, not the store's
+    with pytest.raises(ModelCorruptError, match="not written by this version"):
+        store.load("net", 1)
+
+
+def test_a_tensor_whose_shape_or_dtype_differs_from_the_manifest_is_refused(tmp_path):
+    con, store = _store(tmp_path)
+    store.save("net", {"w": np.arange(6.0).reshape(2, 3)})
+
+    def lie_about_shape(m):
+        m["tensors"][0]["shape"] = [3, 2]
+
+    _edit_manifest(con, "models.net.v1", lie_about_shape)
+    with pytest.raises(ModelCorruptError, match=r"holds <f8 \[2, 3\], the manifest records <f8 \[3, 2\]"):
+        store.load("net", 1)
+
+    def lie_about_dtype(m):
+        m["tensors"][0]["shape"], m["tensors"][0]["dtype"] = [2, 3], "<f4"
+
+    _edit_manifest(con, "models.net.v1", lie_about_dtype)
+    with pytest.raises(ModelCorruptError, match="the manifest records <f4"):
+        store.load("net", 1)
+
+
+def _set(path, value):
+    def change(m):
+        target = m
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+def _drop(path):
+    def change(m):
+        target = m
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "location"),
+    [
+        (lambda m: m.clear(), "manifest"),
+        (_drop(["tensors"]), "manifest"),
+        (_set(["surprise"], 1), "manifest"),
+        (_set(["format"], "other"), "manifest['format']"),
+        (_set(["format_version"], True), "manifest['format_version']"),
+        (_set(["model"], "other"), "manifest['model']"),
+        (_set(["version"], "1"), "manifest['version']"),
+        (_set(["run_id"], 7), "manifest['run_id']"),
+        (_set(["state"], "done"), "manifest['state']"),
+        (_set(["state"], ["finished"]), "manifest['state']"),
+        (_set(["created_at"], 5), "manifest['created_at']"),
+        (_set(["error"], {"x": 1}), "manifest['error']"),
+        (_set(["parent"], 1), "manifest['parent']"),  # not an earlier version
+        (_set(["parent"], 2**70), "manifest['parent']"),
+        (_set(["metrics"], []), "manifest['metrics']"),
+        (_set(["lineage"], None), "manifest['lineage']"),
+        (_set(["tensors"], {"w": 1}), "manifest['tensors']"),
+        (_set(["tensors", 0], "w"), "manifest['tensors'][0]"),
+        (_drop(["tensors", 0, "name"]), "manifest['tensors'][0]"),
+        (_set(["tensors", 0, "name"], ""), "manifest['tensors'][0]['name']"),
+        (_set(["tensors", 0, "name"], 3), "manifest['tensors'][0]['name']"),
+        (_set(["tensors", 1, "name"], "w"), "manifest['tensors'][1]['name']"),
+        (_set(["tensors", 0, "shape"], "abc"), "manifest['tensors'][0]['shape']"),
+        (_set(["tensors", 0, "shape"], [2, -3]), "manifest['tensors'][0]['shape'][1]"),
+        (_set(["tensors", 0, "shape"], [2, 3.0]), "manifest['tensors'][0]['shape'][1]"),
+        (_set(["tensors", 0, "shape"], [1] * 65), "manifest['tensors'][0]['shape']"),
+        (_set(["tensors", 0, "chunk_size"], [2]), "manifest['tensors'][0]['chunk_size']"),
+        (_set(["tensors", 0, "chunk_size"], [2, 0]), "manifest['tensors'][0]['chunk_size'][1]"),
+        (_set(["tensors", 0, "dtype"], "O"), "manifest['tensors'][0]['dtype']"),
+        (_set(["tensors", 0, "dtype"], "no such type"), "manifest['tensors'][0]['dtype']"),
+        (_set(["tensors", 0, "dtype"], None), "manifest['tensors'][0]['dtype']"),
+        (_set(["tensors", 0, "dataset"], "models.net.v1.t1"), "manifest['tensors'][0]['dataset']"),
+        (_set(["checkpoint"], []), "manifest['checkpoint']"),
+        (_set(["checkpoint"], {"epoch": 0, "tensors": [], "values": {}}), "manifest['checkpoint']['epoch']"),
+        (_set(["stale"], ["user-data"]), "manifest['stale'][0]"),
+        (_set(["stale"], "models.net.v1.t0"), "manifest['stale']"),
+    ],
+)
+def test_malformed_manifests_are_typed_errors_naming_the_location(tmp_path, change, location):
+    con, store = _store(tmp_path)
+    store.save("net", {"w": np.arange(6.0).reshape(2, 3), "b": np.zeros(3)})
+    _edit_manifest(con, "models.net.v1", change)
+    for call in (lambda: store.load("net", 1), lambda: store.manifest("net", 1), lambda: store.delete("net", 1)):
+        with pytest.raises(ModelCorruptError) as caught:
+            call()
+        assert caught.value.location == location
+        assert "m:models.net.v1" in str(caught.value)
+    assert con.has_dataset("models.net.v1.t0")  # a refused delete deletes nothing
+
+
+def test_a_manifest_dataset_without_manifest_is_a_typed_error(tmp_path):
+    con, store = _store(tmp_path)
+    store.save("net", {"w": np.ones(2)})
+    con.get_dataset("models.net.v1").attrs.clear()
+    with pytest.raises(ModelCorruptError, match=r"attrs\['manifest'\]"):
+        store.load("net", 1)
+
+
+def test_delete_removes_only_what_the_version_owns(tmp_path):
+    con, store = _store(tmp_path)
+    store.save("net", {"w": np.ones(2), "b": np.zeros(2)})
+    store.save("net", {"w": np.ones(2)})
+    users = ["models.net.v1.t2", "models.net.v1.tmp", "models.net.v1.t0x", "models.net.v10", "models.net.v1-x"]
+    for name in users:
+        con.create_dataset(name, data=np.arange(3))
+    store.delete("net", 1)
+    remaining = set(con.datasets())
+    assert set(users) <= remaining
+    assert not {"models.net.v1", "models.net.v1.t0", "models.net.v1.t1"} & remaining
+    assert store.load("net", 2)["w"].tolist() == [1, 1]
+
+
+def test_delete_keeps_a_listed_dataset_that_lacks_the_marker(tmp_path, caplog):
+    con, store = _store(tmp_path)
+    store.save("net", {"w": np.ones(2)})
+    con.del_dataset("models.net.v1.t0")
+    con.create_dataset("models.net.v1.t0", data=np.arange(3))  # a user's, under the store's name
+    store.delete("net", 1)
+    assert con.get_dataset("models.net.v1.t0")[:].tolist() == [0, 1, 2]
+    assert "not deleting 'models.net.v1.t0'" in caplog.text
+    assert "models.net.v1" not in con.datasets()
+
+
+def test_saving_never_writes_over_a_user_dataset(tmp_path):
+    con, store = _store(tmp_path)
+    con.create_dataset("models.net.v1.t0", data=np.arange(3))
+    with pytest.raises(dn.ModelStateError, match="not written by the model store"):
+        store.save("net", {"w": np.ones(2)})
+    assert con.get_dataset("models.net.v1.t0")[:].tolist() == [0, 1, 2]
+    assert store.manifest("net", 1)["state"] == FAILED
+
+
+def test_an_orphan_of_a_killed_writer_is_replaced(tmp_path):
+    con, store = _store(tmp_path)
+    store.save("net", {"w": np.ones(2)})
+    manifest = con.get_dataset("models.net.v1").attrs["manifest"]
+    con.del_dataset("models.net.v1")  # as if the version was deleted and its tensors left behind
+    assert con.get_dataset("models.net.v1.t0").attrs["dosna_model"]["run"] == manifest["run_id"]
+    assert store.save("net", {"w": np.full(4, 7.0)}) == 1
+    assert store.load("net", 1)["w"].tolist() == [7.0] * 4
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["models.bogus.v1", "models.net.v2", "models.net.v0", "models.net.v01", "models.x-y.v3"],
+)
+def test_datasets_named_like_manifests_do_not_break_listing(tmp_path, caplog, name):
+    con, store = _store(tmp_path)
+    store.save("net", {"w": np.ones(2)})
+    con.create_dataset(name, data=np.arange(3), attrs={"manifest": {"format": "dosna-model"}})
+    assert store.models() == ["net"]
+    assert [m["version"] for m in store.history("net")] == [1]
+    assert store.versions("net") == [1]
+    assert store.resolve("net") == 1
+    if name in ("models.bogus.v1", "models.net.v2", "models.x-y.v3"):
+        assert f"ignoring dataset {name!r}" in caplog.text
+    assert store.save("net", {"w": np.zeros(2)}) == (3 if name == "models.net.v2" else 2)
+
+
+def test_a_corrupt_newest_version_does_not_hide_the_finished_one(tmp_path):
+    con, store = _store(tmp_path)
+    store.save("net", {"w": np.ones(2)})
+    store.save("net", {"w": np.zeros(2)})
+    _edit_manifest(con, "models.net.v2", _set(["tensors"], None))
+    assert store.load("net")["w"].tolist() == [1, 1]
+    with pytest.raises(ModelCorruptError):
+        store.load("net", 2)
+
+
+@pytest.mark.parametrize("names", [["file"], ["file", "allow_pickle", "args", "kwds"], ["a/b", "x.npy"]])
+def test_export_npz_takes_any_tensor_name(tmp_path, names):
+    tensors = {n: np.arange(i + 2, dtype=np.float32) for i, n in enumerate(names)}
+    written = export_npz(tmp_path / "weights", tensors)
+    assert written == str(tmp_path / "weights.npz")
+    with np.load(written, allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted(names)
+        for name, array in tensors.items():
+            assert npz[name].tobytes() == array.tobytes() and npz[name].dtype == array.dtype
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.npz"]  # no temporary left behind
+
+
+def test_a_model_with_a_tensor_named_file_round_trips_to_npz(tmp_path):
+    _, store = _store(tmp_path)
+    store.save("net", {"file": np.ones(3), "w": np.zeros((2, 2))})
+    path = export_npz(tmp_path / "out.npz", store.load("net"))
+    with np.load(path) as npz:
+        assert npz["file"].tolist() == [1, 1, 1] and npz["w"].shape == (2, 2)
