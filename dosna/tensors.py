@@ -696,11 +696,12 @@ class ModelStore:
             return ModelRun(self, model, version)
         raise ModelStateError(f"could not reserve a new version of {model!r}: too many concurrent savers")
 
-    def reopen(self, model: str, version: int) -> ModelRun:
+    def reopen(self, model: str, version: int, lineage: Mapping[str, Any] | None = None) -> ModelRun:
         """Set an unfinished (running or failed) version running again, to continue it.
 
         Datasets left behind by a writer killed while replacing its checkpoint
-        are deleted. Raises :class:`ModelStateError` for a finished version.
+        are deleted; ``lineage`` entries are merged in. Raises
+        :class:`ModelStateError` for a finished version.
         """
         manifest = self._read_manifest(model, self.resolve(model, version))
         if manifest["state"] == FINISHED:
@@ -709,7 +710,7 @@ class ModelStore:
             )
         run = ModelRun(self, model, manifest["version"])
         self._delete_owned(manifest["stale"], model, manifest["version"])
-        run._write(state=RUNNING, error=None, finished_at=None, stale=[])
+        run._write(lineage=lineage, state=RUNNING, error=None, finished_at=None, stale=[])
         return run
 
     def save(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
+import uuid
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ import dosna as dn
 from dosna.tensors import FAILED, FINISHED, ModelStore
 from dosna.testing import _examples
 from dosna.train import BatchLoader, epoch_order, resolve_learner, shard_of, train
+from dosna.train.errors import ResumeError
 
 # -- the order of an epoch (pure) -------------------------------------------------
 
@@ -394,3 +398,319 @@ def test_torch_learner_trains_and_saves(digits):
     fresh.load_state_dict(tensors)
     x, y = digits["x"][1438:], digits["y"][1438:]
     assert (fresh.predict(x) == y).mean() == pytest.approx(result.metrics["test_accuracy"])
+
+
+# -- checkpoints and resuming -----------------------------------------------------------
+
+KILLABLE_LEARNERS = """
+import os
+import signal
+
+from dosna.train.learners import MLP, SoftmaxRegression
+
+KILL_AT = int(os.environ.get("DOSNA_TEST_KILL_AT_CALL", "0"))
+
+
+class Killable:
+    calls = 0
+
+    def gradients(self, x, y):
+        Killable.calls += 1
+        if Killable.calls == KILL_AT:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().gradients(x, y)
+
+
+class KillableMLP(Killable, MLP):
+    pass
+
+
+class KillableSoftmax(Killable, SoftmaxRegression):
+    pass
+
+
+def mlp(n_features, n_classes, seed=0, **hyper):
+    return KillableMLP(n_features, n_classes, seed=seed, **hyper)
+
+
+def softmax(n_features, n_classes, seed=0, **hyper):
+    return KillableSoftmax(n_features, n_classes, seed=seed, **hyper)
+"""
+
+TRAIN_SCRIPT = """
+import os, sys
+import dosna as dn
+from dosna.train import train
+
+directory, engine, learner, epochs, resume = sys.argv[1:6]
+with dn.Connection("d", backend="hdf5", engine=engine, directory=directory) as con:
+    result = train(con, "x", "y", learner=learner, model="m", epochs=int(epochs), seed=3,
+                   resume=resume == "resume", progress=False)
+    os.write(1, f"version {result.version} epochs {len(result.history)}\\n".encode())
+"""
+
+BATCHES_PER_EPOCH = 23  # 1438 training rows of the digits in batches of 64 (one process)
+
+
+def _stored_tensors(directory) -> dict[str, bytes]:
+    con = dn.Connection("d", backend="hdf5", directory=directory).connect()
+    return {k: v.tobytes() for k, v in ModelStore(con).load("m").items()}
+
+
+def _epoch_history(directory) -> list[tuple[float, float]]:
+    con = dn.Connection("d", backend="hdf5", directory=directory).connect()
+    history = ModelStore(con).manifest("m")["metrics"]["history"]
+    return [(h["train_loss"], h["test_accuracy"]) for h in history]
+
+
+def _run_script(directory, learner, epochs, resume, kill_at=0):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DOSNA_TEST_KILL_AT_CALL": str(kill_at)}
+    return subprocess.run(
+        [sys.executable, "-c", TRAIN_SCRIPT, str(directory), "cpu", learner, str(epochs), resume],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("kind", ["mlp", "softmax"])
+def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_model(digits_dir, tmp_path, kind):
+    import shutil
+
+    learners = tmp_path / "killable.py"
+    learners.write_text(KILLABLE_LEARNERS)
+    spec = f"{learners}:{kind}"
+    for name in ("killed", "straight"):
+        shutil.copytree(digits_dir / "d", tmp_path / name / "d")
+
+    straight = _run_script(tmp_path / "straight", spec, 6, "fresh")
+    assert straight.returncode == 0, straight.stderr
+    # killed in the middle of epoch 4 (index 3): three epochs are checkpointed
+    killed = _run_script(tmp_path / "killed", spec, 6, "fresh", kill_at=1 + 3 * BATCHES_PER_EPOCH + 11)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    con = dn.Connection("d", backend="hdf5", directory=tmp_path / "killed").connect()
+    manifest = ModelStore(con).manifest("m", 1)
+    assert manifest["state"] == "running" and manifest["checkpoint"]["epoch"] == 3
+    assert manifest["metrics"]["epochs_done"] == 3
+
+    resumed = _run_script(tmp_path / "killed", spec, 6, "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "version 1 epochs 6" in resumed.stdout
+    assert _stored_tensors(tmp_path / "killed") == _stored_tensors(tmp_path / "straight")  # bit-exact
+    assert _epoch_history(tmp_path / "killed") == _epoch_history(tmp_path / "straight")
+    manifest = ModelStore(con).manifest("m", 1)
+    assert manifest["state"] == FINISHED and manifest["checkpoint"] is None and manifest["stale"] == []
+    assert [r["from_epoch"] for r in manifest["lineage"]["resumed"]] == [3]
+    assert sorted(con.datasets()) == ["models.m.v1"] + [
+        f"models.m.v1.t{i}" for i in range(4 if kind == "mlp" else 2)
+    ] + ["x", "y"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupting(base: str, stop_at: int | None, noisy: bool = False):
+    """A factory named 'make' whose learner raises at gradient call ``stop_at``."""
+    from dosna.train.learners import MLP, SoftmaxRegression, generator_state, set_generator_state
+
+    cls = {"mlp": MLP, "softmax": SoftmaxRegression}[base]
+    calls = [0]
+
+    class Interrupting(cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.rng = np.random.default_rng(11)
+
+        def gradients(self, x, y):
+            calls[0] += 1
+            if calls[0] == stop_at:
+                raise _Interrupt("stopped")
+            loss, grads = super().gradients(x, y)
+            if noisy:  # gradient noise: its RNG state must survive a resume
+                grads = {k: g + self.rng.normal(0, 1e-3, g.shape) for k, g in grads.items()}
+            return loss, grads
+
+        def training_state(self):
+            arrays, values = super().training_state()
+            return arrays, {**values, "rng": generator_state(self.rng)} if noisy else values
+
+        def load_training_state(self, arrays, values):
+            values = dict(values)
+            if noisy:
+                set_generator_state(self.rng, values.pop("rng"))
+            super().load_training_state(arrays, values)
+
+    def make(n_features, n_classes, seed=0, **hyper):
+        return Interrupting(n_features, n_classes, seed=seed, **hyper)
+
+    return make
+
+
+@pytest.mark.parametrize("backend", ["ram", "hdf5"])
+@pytest.mark.parametrize(("kind", "noisy"), [("mlp", False), ("softmax", False), ("mlp", True)])
+def test_a_failed_run_resumes_bit_exact(digits_dir, tmp_path, backend, kind, noisy):
+    source = dn.Connection("d", backend="hdf5", directory=digits_dir).connect()
+    stores = {}
+    for name in ("resumed", "straight"):
+        where = {"directory": tmp_path} if backend == "hdf5" else {}
+        con = dn.Connection(f"{name}-{uuid.uuid4().hex[:8]}", backend=backend, **where).connect()
+        con.create_dataset("x", data=source["x"][:], chunk_size=(256, 64))
+        con.create_dataset("y", data=source["y"][:], chunk_size=(256,))
+        stores[name] = con
+    args = {"model": "m", "epochs": 4, "seed": 2, "progress": False}
+    straight = train(stores["straight"], "x", "y", learner=_interrupting(kind, None, noisy), **args)
+    con = stores["resumed"]
+    with pytest.raises(_Interrupt):
+        train(con, "x", "y", learner=_interrupting(kind, 1 + 2 * BATCHES_PER_EPOCH + 5, noisy), **args)
+    assert ModelStore(con).manifest("m", 1)["state"] == FAILED
+    result = train(con, "x", "y", learner=_interrupting(kind, None, noisy), resume=True, **args)
+    assert result.version == 1 and ModelStore(con).versions("m") == [1]
+    resumed = ModelStore(con).load("m", 1)
+    expected = ModelStore(stores["straight"]).load("m", straight.version)
+    assert {k: v.tobytes() for k, v in resumed.items()} == {k: v.tobytes() for k, v in expected.items()}
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in result.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in straight.history]
+    if noisy:  # without the restored RNG the noise would differ: the test can tell
+        plain = train(stores["straight"], "x", "y", learner=_interrupting(kind, None, False), **args)
+        assert (
+            ModelStore(stores["straight"]).load("m", plain.version)["w1"].tobytes()
+            != expected["w1"].tobytes()
+        )
+
+
+@pytest.fixture
+def interrupted(digits):
+    """A failed run of model 'm' with two epochs checkpointed."""
+    args = {"model": "m", "epochs": 4, "seed": 2, "progress": False, "learner": "mlp"}
+    with pytest.raises(_Interrupt):
+        train(digits, "x", "y", **{**args, "learner": _interrupting("mlp", 1 + 2 * BATCHES_PER_EPOCH + 5)})
+    return digits, {**args, "learner": _interrupting("mlp", None)}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"hyperparameters": {"lr": 0.01}}, "hyperparameters differ"),
+        ({"hyperparameters": {"hidden": 32}}, "hyperparameters differ"),
+        ({"epochs": 5}, "epochs differ"),
+        ({"batch_size": 32}, "loader differ"),
+        ({"seed": 3}, "loader differ"),
+        ({"window": 2}, "loader differ"),
+        ({"test_fraction": 0.3}, "train_rows differ"),
+        ({"learner": "mlp"}, "learner differ"),
+    ],
+)
+def test_resuming_with_other_settings_is_refused_before_anything_is_written(interrupted, change, message):
+    con, args = interrupted
+    store = ModelStore(con)
+    before = store.manifest("m", 1)
+    with pytest.raises(ResumeError, match=message):
+        train(con, "x", "y", resume=True, **{**args, **change})
+    assert store.manifest("m", 1) == before and store.versions("m") == [1]
+
+
+def test_resuming_on_other_data_is_refused(interrupted):
+    con, args = interrupted
+    y = con["y"]
+    y[0] = (int(y[0]) + 1) % 10
+    with pytest.raises(ResumeError, match="the data differ"):
+        train(con, "x", "y", resume=True, **args)
+    assert ModelStore(con).versions("m") == [1]
+
+
+def test_resume_without_an_unfinished_version_starts_a_new_one(digits):
+    first = train(digits, "x", "y", model="m", epochs=1, resume=True, progress=False)
+    second = train(digits, "x", "y", model="m", epochs=1, resume=True, progress=False)
+    assert (first.version, second.version) == (1, 2)
+
+
+def test_a_learner_without_training_state_cannot_resume_its_checkpoint(interrupted):
+    con, args = interrupted
+    from dosna.train.learners import MLP
+
+    class Stateless(MLP):
+        def training_state(self):
+            return None
+
+    def make(n_features, n_classes, seed=0, **hyper):
+        return Stateless(n_features, n_classes, seed=seed, **hyper)
+
+    with pytest.raises(ResumeError, match="no training_state"):
+        train(con, "x", "y", resume=True, **{**args, "learner": make})
+
+
+def test_checkpoints_replace_each_other_and_survive_killed_writers(tmp_path, monkeypatch):
+    con = dn.Connection("c", backend="hdf5", directory=tmp_path).connect()
+    store = ModelStore(con)
+    run = store.begin("net")
+    state = {"a": np.arange(3.0), "b": np.ones((2, 2))}
+    run.checkpoint(1, state, {"step": 1})
+    run.checkpoint(2, {k: v + 1 for k, v in state.items()}, {"step": 2})
+    assert sorted(con.datasets()) == ["models.net.v1", "models.net.v1.c2-0", "models.net.v1.c2-1"]
+    # a writer killed after writing some of epoch 3's arrays: its orphans are replaced
+    manifest = store.manifest("net", 1)
+    store._write_arrays(manifest, {"a": np.zeros(9)}, "checkpoint", lambda i: f"models.net.v1.c3-{i}")
+    # a writer killed between the manifest write and deleting the previous checkpoint
+    monkeypatch.setattr(ModelStore, "_delete_owned", lambda self, names, model, version: None)
+    run.checkpoint(3, {k: v + 2 for k, v in state.items()}, {"step": 3})
+    monkeypatch.undo()
+    assert store.manifest("net", 1)["stale"] == ["models.net.v1.c2-0", "models.net.v1.c2-1"]
+    run = store.reopen("net", 1)
+    assert sorted(con.datasets()) == ["models.net.v1", "models.net.v1.c3-0", "models.net.v1.c3-1"]
+    epoch, arrays, values = run.load_checkpoint()
+    assert (epoch, values) == (3, {"step": 3})
+    assert arrays["a"].tolist() == [2.0, 3.0, 4.0] and arrays["b"].tolist() == [[3.0, 3.0], [3.0, 3.0]]
+    with pytest.raises(ValueError, match="epoch"):
+        run.checkpoint(0, state, {})
+    with pytest.raises(dn.ModelStateError, match="already holds"):
+        run.checkpoint(3, state, {})
+    run.finish({"w": np.ones(2)})
+    assert sorted(con.datasets()) == ["models.net.v1", "models.net.v1.t0"]
+    with pytest.raises(dn.ModelStateError, match="finished"):
+        store.reopen("net", 1)
+
+
+@requires_mpiexec
+def test_an_mpi_run_killed_after_an_epoch_resumes_to_the_uninterrupted_model(digits_dir, tmp_path):
+    import shutil
+
+    learners = tmp_path / "killable.py"
+    learners.write_text(KILLABLE_LEARNERS)
+    spec = f"{learners}:mlp"
+    for name in ("killed", "straight"):
+        shutil.copytree(digits_dir / "d", tmp_path / name / "d")
+    env = {"DOSNA_MPI_TIMEOUT": "60"}
+
+    def run(name, resume, kill_at=0):
+        return python_mpi(
+            2,
+            TRAIN_SCRIPT,
+            str(tmp_path / name),
+            "mpi",
+            spec,
+            "5",
+            resume,
+            timeout=240,
+            env={**env, "DOSNA_TEST_KILL_AT_CALL": str(kill_at)},
+        )
+
+    straight = run("straight", "fresh")
+    assert straight.returncode == 0, str(straight)
+    batches = 12  # per rank and epoch: 1438 rows over two ranks in batches of 64
+    killed = run("killed", "fresh", kill_at=1 + 3 * batches + 5)  # every rank dies in epoch 4
+    assert killed.returncode != 0 and "version" not in killed.output, str(killed)
+    con = dn.Connection("d", backend="hdf5", directory=tmp_path / "killed").connect()
+    manifest = ModelStore(con).manifest("m", 1)
+    assert manifest["state"] == "running" and manifest["checkpoint"]["epoch"] == 3
+
+    resumed = run("killed", "resume")
+    assert resumed.returncode == 0, str(resumed)
+    assert all("version 1 epochs 5" in "\n".join(resumed.rank_lines(r)) for r in (0, 1)), str(resumed)
+    assert _stored_tensors(tmp_path / "killed") == _stored_tensors(tmp_path / "straight")  # bit-exact
+    assert _epoch_history(tmp_path / "killed") == _epoch_history(tmp_path / "straight")
+    assert ModelStore(con).versions("m") == [1]

@@ -8,13 +8,20 @@ it asks for gradients, averages them over MPI ranks and hands them back to
 Built in: ``softmax`` (softmax regression) and ``mlp`` (one hidden ReLU layer),
 both in NumPy with the Adam optimiser, and ``torch-mlp`` when PyTorch is
 installed. Your own learner is named ``package.module:function`` or
-``path/to/file.py:function``, where ``function`` is such a factory.
+``path/to/file.py:function``, where ``function`` is such a factory; naming a
+file executes it, like importing a module does.
+
+A learner that also implements :meth:`Learner.training_state` and
+:meth:`Learner.load_training_state` (the NumPy ones do) is checkpointed after
+every epoch, and an interrupted run continues exactly where it stopped
+(``train(..., resume=True)``).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -22,7 +29,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BUILTIN", "MLP", "Learner", "NumpyLearner", "SoftmaxRegression", "resolve_learner"]
+__all__ = [
+    "BUILTIN",
+    "MLP",
+    "Learner",
+    "NumpyLearner",
+    "SoftmaxRegression",
+    "generator_state",
+    "resolve_learner",
+    "set_generator_state",
+]
 
 
 class Learner(ABC):
@@ -55,6 +71,34 @@ class Learner(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Replace the parameters (e.g. to fine-tune a saved version)."""
+
+    def training_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """Everything training needs to continue exactly: arrays and JSON values.
+
+        The arrays are the parameters and the optimizer state (moments, step
+        counts...), stored as datasets in the model's checkpoint; the values
+        are JSON (e.g. an RNG state from :func:`generator_state`). No pickle.
+        The default, None, means the learner cannot be checkpointed: its runs
+        are not resumable.
+        """
+        return None
+
+    def load_training_state(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        """Restore what :meth:`training_state` returned (raise ValueError if it does not fit)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot restore a training state")
+
+
+def generator_state(generator: np.random.Generator) -> str:
+    """A NumPy generator's complete state as a JSON string (128-bit integers stay exact)."""
+    return json.dumps(generator.bit_generator.state, sort_keys=True)
+
+
+def set_generator_state(generator: np.random.Generator, state: str) -> None:
+    """Put ``generator`` back in a state from :func:`generator_state`."""
+    decoded = json.loads(state)
+    if not isinstance(decoded, dict) or decoded.get("bit_generator") != type(generator.bit_generator).__name__:
+        raise ValueError(f"not a {type(generator.bit_generator).__name__} state: {state[:80]!r}")
+    generator.bit_generator.state = decoded
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -107,14 +151,38 @@ class NumpyLearner(Learner):
         return {k: v.copy() for k, v in self.params.items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        if set(state) != set(self.params):
-            raise ValueError(f"expected tensors {sorted(self.params)}, got {sorted(state)}")
+        self.params = self._checked(state, self.params)
+
+    @staticmethod
+    def _checked(state: dict[str, np.ndarray], like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Float64 copies of ``state``, which must have the names and shapes of ``like``."""
+        if set(state) != set(like):
+            raise ValueError(f"expected tensors {sorted(like)}, got {sorted(state)}")
         for name, value in state.items():
-            if np.shape(value) != self.params[name].shape:
-                raise ValueError(
-                    f"tensor {name!r} has shape {np.shape(value)}, expected {self.params[name].shape}"
-                )
-            self.params[name] = np.array(value, dtype=np.float64)
+            if np.shape(value) != like[name].shape:
+                raise ValueError(f"tensor {name!r} has shape {np.shape(value)}, expected {like[name].shape}")
+        return {name: np.array(state[name], dtype=np.float64) for name in like}
+
+    def training_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Parameters and Adam moments as arrays, the Adam step count as a value."""
+        arrays = {}
+        for prefix, group in (("param", self.params), ("adam_m", self._m), ("adam_v", self._v)):
+            arrays.update({f"{prefix}.{name}": value.copy() for name, value in group.items()})
+        return arrays, {"adam_step": self._t}
+
+    def load_training_state(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        groups: dict[str, dict[str, np.ndarray]] = {"param": {}, "adam_m": {}, "adam_v": {}}
+        for key, value in arrays.items():
+            prefix, _, name = key.partition(".")
+            if prefix not in groups:
+                raise ValueError(f"unexpected array {key!r} in a training state")
+            groups[prefix][name] = value
+        step = values.get("adam_step")
+        if set(values) != {"adam_step"} or isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"expected values {{'adam_step': int >= 0}}, got {values!r}")
+        params = self._checked(groups["param"], self.params)
+        m, v = self._checked(groups["adam_m"], self.params), self._checked(groups["adam_v"], self.params)
+        self.params, self._m, self._v, self._t = params, m, v, step
 
 
 class SoftmaxRegression(NumpyLearner):
@@ -180,7 +248,7 @@ class TorchLearner(Learner):
     """Any ``torch.nn.Module`` classifier, trained with Adam on the CPU."""
 
     def __init__(self, module: Any, lr: float = 0.003, **hyper: Any) -> None:
-        import torch
+        import torch  # type: ignore[import-not-found]
 
         self.torch, self.module = torch, module
         self.optimizer = torch.optim.Adam(module.parameters(), lr=lr)
@@ -231,7 +299,7 @@ def torch_mlp(
 ) -> TorchLearner:
     """The same MLP in PyTorch (needs ``torch``)."""
     try:
-        import torch
+        import torch  # type: ignore[import-not-found]
     except ImportError as exc:
         raise ImportError("the torch-mlp learner needs PyTorch: pip install torch") from exc
     torch.manual_seed(seed)
@@ -265,8 +333,10 @@ def resolve_learner(spec: str | Callable[..., Learner]) -> Callable[..., Learner
         if not os.path.isfile(where):
             raise ValueError(f"learner file {where!r} does not exist")
         module_spec = importlib.util.spec_from_file_location(f"dosna_learner_{abs(hash(where))}", where)
+        if module_spec is None or module_spec.loader is None:
+            raise ValueError(f"learner file {where!r} cannot be loaded as a Python module")
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        module_spec.loader.exec_module(module)  # runs the file, as importing a module does
     else:
         try:
             module = importlib.import_module(where)

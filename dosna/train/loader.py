@@ -346,6 +346,7 @@ class _BlockReader:
                     xs, ys = self._buffers(sum(len(batches[j]) for j in members), runs)
                 size = len(batches[i])
                 xb = xs[offset : offset + size]
+                yb: np.ndarray | None
                 if labels is not None:
                     yb = labels[position : position + size]
                 else:
@@ -355,7 +356,7 @@ class _BlockReader:
                 for b, lo, hi, local in runs:
                     _, x, y = blocks[b]
                     x.take(local, axis=0, out=xb[lo:hi])
-                    if y is not None:
+                    if y is not None and yb is not None:
                         y.take(local, axis=0, out=yb[lo:hi])
                 out.append(xb if yb is None else (xb, yb))
                 for b in done:

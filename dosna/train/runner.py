@@ -5,6 +5,10 @@ reads its own shard of each epoch, gradients are averaged over ranks with an
 allreduce (weighted by batch size, so the average is the one a single process
 would compute over the union of the batches), every rank applies the same
 update, and the model is saved once.
+
+After every epoch the run is checkpointed in its model version (see
+:mod:`dosna.train.checkpoint`); ``resume=True`` continues a killed run from
+its last completed epoch, to the same final model.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 
 from ..progress import progress_bar
 from ..tensors import ModelStore, dataset_fingerprint
+from . import checkpoint
 from .learners import Learner, resolve_learner
 from .loader import BatchLoader
 
@@ -118,6 +123,7 @@ def train(
     prefetch: int | None = None,
     progress: bool = True,
     store: ModelStore | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train a classifier on datasets ``x`` (samples) and ``y`` (integer labels).
 
@@ -150,6 +156,15 @@ def train(
         Fine-tune from this version of ``model``.
     progress : bool
         Show a progress bar (on the root rank).
+    resume : bool
+        Continue the newest version of ``model`` if it is unfinished (killed
+        or failed): from its last checkpoint (the end of an epoch), with the
+        learner's parameters and optimizer state, to the model an
+        uninterrupted run would make. The settings and the data must be the
+        ones it was started with (else :class:`~dosna.train.errors.ResumeError`,
+        before anything is written). Without an unfinished version a new one
+        is started, so a re-queued job can always pass ``resume=True``. Do
+        not resume a run that is still going.
 
     Returns
     -------
@@ -218,17 +233,24 @@ def train(
         "engine": engine.name,
         "n_classes": n_classes,
     }
-    history: list[dict[str, Any]] = []
+    parent = None if parent is None else store.resolve(model, parent)
+    resumable = checkpoint.find_resumable(store, model, lineage, parent, net) if resume else None
+    if resumable is not None:
+        run = store.reopen(model, resumable, lineage=checkpoint.resumed_entry(store, model, resumable))
+    else:
+        run = store.begin(model, lineage=lineage, parent=parent)
     started = time.perf_counter()
-    with store.begin(model, lineage=lineage, parent=parent) as run:
+    with run:
+        done = checkpoint.restore(run, net) if resumable is not None else checkpoint.Progress()
+        history = done.history
         bar = progress_bar(
             progress and engine.is_root,
-            int(epochs) * loader.max_batches,
+            (int(epochs) - done.epoch) * loader.max_batches,
             f"{model} v{run.version}",
             unit="batch",
         )
         try:
-            for epoch in range(int(epochs)):
+            for epoch in range(done.epoch, int(epochs)):
                 epoch_start = time.perf_counter()
                 loss_sum = seen = 0.0
                 batches = iter(loader.epoch(epoch))
@@ -257,18 +279,19 @@ def train(
                     }
                 )
                 bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{accuracy:.4f}")
-                run.update(
-                    metrics={"epochs_done": epoch + 1, "train_loss": train_loss, "test_accuracy": accuracy}
-                )
+                progress_metrics = {"epochs_done": epoch + 1, "train_loss": train_loss, "test_accuracy": accuracy}
+                reached = checkpoint.Progress(epoch + 1, history, done.seconds + time.perf_counter() - started)
+                if not checkpoint.save(run, net, reached, progress_metrics):
+                    run.update(metrics=progress_metrics)
         finally:
             bar.close()
-        seconds = time.perf_counter() - started
+        seconds = done.seconds + time.perf_counter() - started
         metrics = {
             "train_loss": history[-1]["train_loss"],
             "test_accuracy": history[-1]["test_accuracy"],
             "epochs": int(epochs),
             "seconds": seconds,
-            "samples_per_second": n_train * int(epochs) / seconds,
+            "samples_per_second": n_train * (int(epochs) - done.epoch) / (seconds - done.seconds),
             "history": history,
         }
         run.finish(net.state_dict(), metrics=metrics)
