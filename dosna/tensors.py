@@ -514,12 +514,15 @@ class ModelStore:
         return validate_manifest(attrs["manifest"], model, version, where)
 
     def history(self, model: str) -> list[dict[str, Any]]:
-        """Every valid version's manifest, oldest first."""
+        """Every valid version's manifest, oldest first (:class:`ModelNotFoundError` if none)."""
+        _validate_model_name(model)
         found = []
-        for v in self.versions(model):
+        for v in self._candidates().get(model, []):
             manifest = self._valid_manifest(model, v)
             if manifest is not None:
                 found.append(manifest)
+        if not found:
+            self.versions(model)  # raises, naming the models there are
         return found
 
     def latest_unfinished(self, model: str) -> int | None:
