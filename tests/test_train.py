@@ -285,6 +285,8 @@ def test_learner_from_a_package_module(digits, tmp_path, monkeypatch):
         ({"test_fraction": 1.0}, ValueError),
         ({"y": "x"}, TypeError),
         ({"model": "bad.name"}, dn.InvalidNameError),
+        ({"checkpoint_every": -1}, ValueError),
+        ({"checkpoint_every": 1.5}, ValueError),
     ],
 )
 def test_runner_refuses_bad_input_before_saving(digits, kwargs, error):
@@ -714,3 +716,19 @@ def test_an_mpi_run_killed_after_an_epoch_resumes_to_the_uninterrupted_model(dig
     assert _stored_tensors(tmp_path / "killed") == _stored_tensors(tmp_path / "straight")  # bit-exact
     assert _epoch_history(tmp_path / "killed") == _epoch_history(tmp_path / "straight")
     assert ModelStore(con).versions("m") == [1]
+
+
+@pytest.mark.parametrize(("every", "expected"), [(1, [1, 2, 3, 4]), (2, [2, 4]), (0, [])])
+def test_checkpoint_every_sets_which_epochs_are_checkpointed(digits, monkeypatch, every, expected):
+    from dosna.tensors import ModelRun
+
+    seen = []
+    real = ModelRun.checkpoint
+
+    def recording(run, epoch, *args, **kwargs):
+        seen.append(epoch)
+        return real(run, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(ModelRun, "checkpoint", recording)
+    train(digits, "x", "y", model="m", epochs=5, checkpoint_every=every, progress=False)
+    assert seen == expected  # never after the last epoch: the finished model follows

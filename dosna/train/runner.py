@@ -124,6 +124,7 @@ def train(
     progress: bool = True,
     store: ModelStore | None = None,
     resume: bool = False,
+    checkpoint_every: int = 1,
 ) -> TrainResult:
     """Train a classifier on datasets ``x`` (samples) and ``y`` (integer labels).
 
@@ -165,6 +166,10 @@ def train(
         before anything is written). Without an unfinished version a new one
         is started, so a re-queued job can always pass ``resume=True``. Do
         not resume a run that is still going.
+    checkpoint_every : int
+        Checkpoint after every this many epochs (0: never; the last epoch is
+        followed by the finished model instead). A checkpoint costs a write of
+        the parameters and the optimizer state.
 
     Returns
     -------
@@ -180,6 +185,8 @@ def train(
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be an int >= 0, got {checkpoint_every!r}")
     n_train = n - round(n * test_fraction)
     if n_train < 1:
         raise ValueError(f"no training rows left: {n} rows, test_fraction {test_fraction}")
@@ -281,7 +288,8 @@ def train(
                 bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{accuracy:.4f}")
                 progress_metrics = {"epochs_done": epoch + 1, "train_loss": train_loss, "test_accuracy": accuracy}
                 reached = checkpoint.Progress(epoch + 1, history, done.seconds + time.perf_counter() - started)
-                if not checkpoint.save(run, net, reached, progress_metrics):
+                due = checkpoint_every and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < int(epochs)
+                if not (due and checkpoint.save(run, net, reached, progress_metrics)):
                     run.update(metrics=progress_metrics)
         finally:
             bar.close()
