@@ -21,8 +21,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from . import __version__
 from .errors import DosnaError
 from .locations import open_connection, parse_options
@@ -83,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--parent", type=int, help="fine-tune from this version of the model")
     train.add_argument("--window", type=int, default=4, help="chunks shuffled together")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the model's newest unfinished version from its last checkpoint",
+    )
+    train.add_argument(
+        "--checkpoint-every", type=int, default=1, metavar="K", help="checkpoint every K epochs (0: never)"
+    )
     _connection_arguments(train)
     train.set_defaults(handler=_train)
 
@@ -130,6 +136,8 @@ def _train(args: argparse.Namespace) -> int:
             parent=args.parent,
             window=args.window,
             progress=not args.no_progress,
+            resume=args.resume,
+            checkpoint_every=args.checkpoint_every,
         )
         if con.engine.is_root:
             print(result.summary())
@@ -137,7 +145,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .tensors import ModelStore
+    from .tensors import ModelStore, export_npz
 
     with connect(args) as con:
         store = ModelStore(con)
@@ -166,9 +174,9 @@ def _models(args: argparse.Namespace) -> int:
         elif args.action == "load":
             tensors = store.load(args.name, args.model_version)
             if root:
-                np.savez(args.output, **tensors)
+                path = export_npz(args.output, tensors)
                 shapes = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in tensors.items())
-                print(f"wrote {len(tensors)} tensors to {args.output}: {shapes}")
+                print(f"wrote {len(tensors)} tensors to {path}: {shapes}")
         else:
             store.delete(args.name, args.model_version)
             if root:

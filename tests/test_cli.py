@@ -132,3 +132,24 @@ def test_train_and_models_commands(tmp_path):
     assert dosna("models", "delete", "digits-mlp", "1", *where).returncode == 0
     assert "no models" in dosna("models", "list", *where).stdout
     assert dosna("frobnicate").returncode == 2
+
+
+def test_models_load_writes_any_tensor_name_and_train_takes_resume(tmp_path, capsys):
+    """`models load` of a tensor named like np.savez's own argument, and `train --resume`."""
+    con = dn.Connection("store", backend="hdf5", directory=tmp_path).connect()
+    weights = {"file": np.arange(6.0).reshape(2, 3), "allow_pickle": np.ones(2, "f4")}
+    ModelStore(con).save("odd-names", weights)
+    where = ["--backend", "hdf5", "--connection", str(tmp_path / "store")]
+    out = tmp_path / "odd.npz"
+    code, printed, err = run_cli(capsys, "models", "load", "odd-names", "-o", str(out), *where)
+    assert code == 0, err
+    with np.load(out, allow_pickle=False) as loaded:
+        assert sorted(loaded.files) == ["allow_pickle", "file"]
+        np.testing.assert_array_equal(loaded["file"], weights["file"])
+    x = np.random.default_rng(1).standard_normal((64, 4)).astype("f4")
+    con.create_dataset("r.x", data=x, chunk_size=(16, 4))
+    con.create_dataset("r.y", data=(x[:, 0] > 0).astype("i8"), chunk_size=(16,))
+    args = ["train", "--x", "r.x", "--y", "r.y", "--learner", "softmax", "--epochs", "2", "--model", "r"]
+    code, printed, err = run_cli(capsys, *args, "--resume", "--no-progress", *where)
+    assert code == 0, err
+    assert "model r version 1" in printed
