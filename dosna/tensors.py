@@ -180,6 +180,13 @@ def _owned_name(model: str, version: int) -> re.Pattern[str]:
     return re.compile(re.escape(_manifest_name(model, version)) + r"\.(t[0-9]+|c[0-9]+-[0-9]+)")
 
 
+def _referenced(manifest: Mapping[str, Any]) -> list[str]:
+    """The datasets a manifest points at: its tensors and its checkpoint's arrays."""
+    cp = manifest["checkpoint"]
+    entries = manifest["tensors"] + ([] if cp is None else cp["tensors"])
+    return [e["dataset"] for e in entries]
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -457,7 +464,11 @@ class ModelStore:
 
     def models(self) -> list[str]:
         """The names of the stored models (with at least one valid manifest), sorted."""
-        return [m for m, versions in self._candidates().items() if self._valid_versions(m, versions)]
+        return [
+            m
+            for m, versions in self._candidates().items()
+            if any(self._valid_manifest(m, v) is not None for v in versions)
+        ]
 
     def versions(self, model: str) -> list[int]:
         """The version numbers of ``model`` in every state, ascending.
@@ -525,8 +536,8 @@ class ModelStore:
             self.versions(model)  # raises, naming the models there are
         return found
 
-    def latest_unfinished(self, model: str) -> int | None:
-        """The newest version of ``model`` if it is running or failed, else None.
+    def latest_unfinished(self, model: str) -> dict[str, Any] | None:
+        """The manifest of the newest version of ``model`` if it is running or failed, else None.
 
         This is what a training run resumes. None when the model has no valid
         version or its newest one is finished.
@@ -535,7 +546,7 @@ class ModelStore:
         for candidate in reversed(self._candidates().get(model, [])):
             manifest = self._valid_manifest(model, candidate)
             if manifest is not None:
-                return None if manifest["state"] == FINISHED else candidate
+                return None if manifest["state"] == FINISHED else manifest
         return None
 
     # -- owned datasets --------------------------------------------------------------
@@ -587,8 +598,7 @@ class ModelStore:
         """
         model, version = manifest["model"], manifest["version"]
         names = [dataset_of(i) for i in range(len(arrays))]
-        cp = manifest["checkpoint"]
-        in_use = {e["dataset"] for e in manifest["tensors"] + ([] if cp is None else cp["tensors"])}
+        in_use = set(_referenced(manifest))
         if in_use.intersection(names):
             raise ModelStateError(
                 f"model {model!r} version {version} already holds {sorted(in_use & set(names))}"
@@ -755,9 +765,7 @@ class ModelStore:
         """
         version = self.resolve(model, version)
         manifest = self._read_manifest(model, version)
-        owned = [e["dataset"] for e in manifest["tensors"]] + list(manifest["stale"])
-        if manifest["checkpoint"] is not None:
-            owned += [e["dataset"] for e in manifest["checkpoint"]["tensors"]]
+        owned = _referenced(manifest) + list(manifest["stale"])
         self.connection.del_dataset(_manifest_name(model, version))
         self._delete_owned(owned, model, version)
 

@@ -63,17 +63,17 @@ def lineage_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[
 
 def find_resumable(
     store: ModelStore, model: str, lineage: dict[str, Any], parent: int | None, learner: Learner
-) -> int | None:
-    """The version a resumed run continues, or None when there is none to continue.
+) -> dict[str, Any] | None:
+    """The manifest of the version a resumed run continues, or None when there is none to continue.
 
     That is the newest version of ``model`` when it is running or failed. Raises
     :class:`ResumeError` when it was made with other settings or data, or holds
     a checkpoint this learner cannot restore. Nothing is written.
     """
-    version = store.latest_unfinished(model)
-    if version is None:
+    manifest = store.latest_unfinished(model)
+    if manifest is None:
         return None
-    manifest = store.manifest(model, version)
+    version = manifest["version"]
     problems = lineage_differences(manifest["lineage"], lineage)
     if manifest["parent"] != parent:
         problems.append(f"the parent version differs (checkpoint {manifest['parent']}, now {parent})")
@@ -84,12 +84,11 @@ def find_resumable(
             f"cannot resume model {model!r} version {version} ({manifest['state']}): " + "; ".join(problems)
             + ". Resume with the settings and data it was started with, or train without resume"
         )
-    return version
+    return manifest
 
 
-def resumed_entry(store: ModelStore, model: str, version: int) -> dict[str, Any]:
-    """The lineage's record of resumptions, with this one appended."""
-    manifest = store.manifest(model, version)
+def resumed_entry(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The lineage's record of resumptions of the version ``manifest`` describes, with this one appended."""
     checkpoint = manifest["checkpoint"]
     earlier = manifest["lineage"].get("resumed")
     entry = {

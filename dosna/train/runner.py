@@ -243,7 +243,7 @@ def train(
     parent = None if parent is None else store.resolve(model, parent)
     resumable = checkpoint.find_resumable(store, model, lineage, parent, net) if resume else None
     if resumable is not None:
-        run = store.reopen(model, resumable, lineage=checkpoint.resumed_entry(store, model, resumable))
+        run = store.reopen(model, resumable["version"], lineage=checkpoint.resumed_entry(resumable))
     else:
         run = store.begin(model, lineage=lineage, parent=parent)
     started = time.perf_counter()
