@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
-from functools import partial
 from typing import Any
 
 import numpy as np
 
 from . import registry
+from .backends.base import Backend
 from .dataset import Dataset
-from .errors import (
-    ConnectionClosedError,
-    DatasetExistsError,
-    DatasetNotFoundError,
-    MetadataCorruptError,
-)
+from .engines.base import Engine
+from .errors import ConnectionClosedError, DatasetNotFoundError
+from .io import arrays
+from .io.codecs import CodecSpec
 from .metadata import DatasetMeta, normalize_shape, validate_name
 
 __all__ = ["Connection", "connection"]
@@ -63,8 +60,8 @@ class Connection:
         if engine_kw is None:
             same_engine = engine is None or engine_cls is registry.get_engine_class(default_engine)
             engine_kw = default_kw if same_engine else {}
-        self.backend = backend_cls(name, **options)
-        self.engine = engine_cls(**engine_kw)
+        self.backend: Backend = backend_cls(name, **options)
+        self.engine: Engine = engine_cls(**engine_kw)
         self.connected = False
 
     # -- lifecycle -----------------------------------------------------------
@@ -88,7 +85,8 @@ class Connection:
     def __exit__(self, *exc: Any) -> None:
         self.disconnect()
 
-    def _check(self) -> None:
+    def ensure_connected(self) -> None:
+        """Raise ConnectionClosedError unless the connection is connected."""
         if not self.connected:
             raise ConnectionClosedError(
                 f"connection {self.name!r} is not connected: call connect() or use it in a with block"
@@ -124,6 +122,13 @@ class Connection:
         chunk_size: Any = None,
         data: Any = None,
         attrs: dict[str, Any] | None = None,
+        *,
+        chunks: Any = None,
+        fill_value: Any = None,
+        compression: str | None = None,
+        compression_opts: int | None = None,
+        shuffle: bool | None = None,
+        checksum: bool = True,
     ) -> Dataset:
         """Create a dataset, optionally filled from ``data``.
 
@@ -137,14 +142,28 @@ class Connection:
         dtype : dtype-like, optional
             Element type; default ``data.dtype`` or float64.
         fillvalue : scalar, optional
-            What unwritten elements read as (default 0).
+            What unwritten elements read as (default 0). ``fill_value=`` is
+            accepted too (the zarr spelling).
         chunk_size : int, tuple of int or None
             Chunk shape; an int applies to every axis; None picks ~1 MiB chunks.
+            ``chunks=`` is accepted too (the h5py/zarr spelling).
         data : array-like, optional
             Initial content (NumPy array, h5py dataset, another dosna dataset...),
             loaded chunk by chunk.
         attrs : dict, optional
             Initial user attributes (JSON values).
+        compression : {None, "zstd", "lz4", "blosc", "gzip"}, default None
+            Compress every chunk (needs ``pip install 'dosna[codecs]'``). On the
+            hdf5 backend each chunk file stays an HDF5 file with the matching
+            filter, readable by h5py with ``import hdf5plugin``.
+        compression_opts : int, optional
+            The level: zstd -7..22 (default 3), gzip and blosc 0..9 (4 and 5),
+            lz4 the acceleration 1.. (default 1, higher is faster).
+        shuffle : bool, optional
+            Byte-shuffle elements before compressing; default True when compressing.
+        checksum : bool, default True
+            Store a crc32c checksum with every chunk and verify it on every read:
+            a damaged chunk raises ChunkCorruptError instead of returning wrong data.
 
         Returns
         -------
@@ -156,8 +175,12 @@ class Connection:
             If a dataset of that name exists.
         InvalidNameError, ValueError, TypeError
             For bad input, before anything is written.
+        CodecUnavailableError
+            If the codec's package is not installed, before anything is written.
         """
-        self._check()
+        self.ensure_connected()
+        chunk_size = _alias("chunk_size", chunk_size, "chunks", chunks)
+        fillvalue = _alias("fillvalue", fillvalue, "fill_value", fill_value)
         if data is not None:
             if not hasattr(data, "shape") or not hasattr(data, "dtype"):
                 data = np.asarray(data)
@@ -167,72 +190,26 @@ class Connection:
             dtype = data.dtype if dtype is None else dtype
         if shape is None:
             raise TypeError("create_dataset needs a shape or data")
-        meta = DatasetMeta.create(name, shape, "f8" if dtype is None else dtype, fillvalue, chunk_size, attrs)
-
-        def prepare() -> None:
-            if self.backend.read_meta(name) is not None:
-                raise DatasetExistsError(f"dataset {name!r} already exists in {self.backend.location}")
-            # chunks of an earlier creation that failed before its metadata was written
-            self.backend.purge_uncommitted(meta)
-
-        def commit() -> None:
-            self.backend.create_meta(name, meta.to_json())
-
-        ds = Dataset(self, meta)
-        self.engine.collective(prepare)
-        if data is not None:
-            # The data goes in first and the metadata last: a dataset appears
-            # only with all its chunks, and a load that fails (or a store that
-            # goes away) leaves no metadata claiming data that was never written.
-            try:
-                ds.load(data)
-            except BaseException:
-                self._discard_chunks(meta)
-                raise
-        self.engine.collective(commit)
-        return ds
-
-    def _discard_chunks(self, meta: DatasetMeta) -> None:
-        """Best effort: remove the chunks of a dataset whose creation failed."""
-        with contextlib.suppress(Exception):
-            self.engine.run_collective(
-                partial(self.backend.delete_chunk, meta), Dataset(self, meta).chunk_indices()
-            )
-
-    def _delete_quietly_collective(self, name: str) -> None:
-        """Delete a dataset being rolled back; a missing one is fine."""
-
-        def delete() -> None:
-            try:
-                self.backend.delete_dataset(name)
-            except DatasetNotFoundError:
-                pass
-
-        self.engine.collective(delete)
+        codec = CodecSpec.create(compression, compression_opts, shuffle, checksum)
+        meta = DatasetMeta.create(
+            name, shape, "f8" if dtype is None else dtype, fillvalue, chunk_size, attrs, codec
+        )
+        fill = None if data is None else (lambda target: arrays.load(self.engine, target, data))
+        created = arrays.create(self.engine, self.backend, meta, fill)
+        return Dataset(self, created.meta)
 
     def get_dataset(self, name: str) -> Dataset:
         """Open an existing dataset; raise DatasetNotFoundError (a KeyError) if missing."""
-        self._check()
+        self.ensure_connected()
         validate_name(name)
         raw = self.backend.read_meta(name)
         if raw is None:
             raise DatasetNotFoundError(f"dataset {name!r} does not exist in {self.backend.location}")
-        return Dataset(self, self._parse_meta(name, raw))
-
-    def _parse_meta(self, name: str, raw: bytes) -> DatasetMeta:
-        try:
-            meta = DatasetMeta.from_json(raw)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise MetadataCorruptError(name, self.backend.meta_location(name), str(exc)) from exc
-        if meta.name != name:
-            raise MetadataCorruptError(
-                name, self.backend.meta_location(name), f"it names dataset {meta.name!r}"
-            )
-        return meta
+        return Dataset(self, arrays.parse_meta(self.backend, name, raw))
 
     def has_dataset(self, name: str) -> bool:
         """Whether a dataset of that name exists (False for names dosna would refuse)."""
-        self._check()
+        self.ensure_connected()
         try:
             validate_name(name)
         except ValueError:
@@ -241,13 +218,13 @@ class Connection:
 
     def del_dataset(self, name: str) -> None:
         """Delete a dataset and all its chunks; raise DatasetNotFoundError if missing."""
-        self._check()
+        self.ensure_connected()
         validate_name(name)
         self.engine.collective(lambda: self.backend.delete_dataset(name))
 
     def datasets(self) -> list[str]:
         """Names of all datasets, sorted."""
-        self._check()
+        self.ensure_connected()
         return self.backend.list_datasets()
 
     keys = datasets
@@ -273,6 +250,14 @@ class Connection:
             f"<dosna.Connection {self.name!r} backend={self.backend.name} "
             f"engine={self.engine.name} at {self.backend.location!r} ({state})>"
         )
+
+
+def _alias(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise TypeError(f"give {name}= or {alias}=, not both")
+    return alias_value
 
 
 def connection(name: str, **kwargs: Any) -> Connection:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, MutableMapping
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import tasks
-from .errors import DatasetNotFoundError
 from .indexing import plan, prepare_values, read_selection
+from .io import arrays
+from .io.chunks import ChunkIO
 from .metadata import DatasetMeta
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .backends.base import Backend
     from .connection import Connection
+    from .engines.base import Engine
 
 __all__ = ["Attributes", "DataChunk", "Dataset"]
 
@@ -36,7 +37,8 @@ class Attributes(MutableMapping):
     def _store(self, attrs: dict[str, Any]) -> None:
         ds = self._dataset
         meta = ds._fresh_meta().with_attrs(attrs)
-        ds.connection.engine.collective(lambda: ds.connection.backend.update_meta(ds.name, meta.to_json()))
+        backend = ds.backend
+        ds.engine.collective(lambda: backend.update_meta(ds.name, meta.to_json()))
         ds._meta = meta
 
     def __getitem__(self, key: str) -> Any:
@@ -65,10 +67,6 @@ class Attributes(MutableMapping):
 
     def __repr__(self) -> str:
         return f"<Attributes of {self._dataset.name!r}: {self._current()!r}>"
-
-
-def _write_item(backend, meta: DatasetMeta, item: tuple) -> None:
-    tasks.write_part(backend, meta, *item)
 
 
 class Dataset:
@@ -133,6 +131,31 @@ class Dataset:
     chunks = chunk_size  # the h5py/zarr name
 
     @property
+    def compression(self) -> str | None:
+        """The chunk compression (``None``, ``"zstd"``, ``"lz4"``, ``"blosc"`` or ``"gzip"``)."""
+        return self._meta.codec.compression
+
+    @property
+    def compression_opts(self) -> int | None:
+        """The compression level (None without compression)."""
+        return self._meta.codec.level
+
+    @property
+    def shuffle(self) -> bool:
+        """Whether bytes are shuffled before compression."""
+        return self._meta.codec.shuffle
+
+    @property
+    def checksum(self) -> bool:
+        """Whether chunks carry crc32c checksums that every read verifies."""
+        return self._meta.codec.checksum
+
+    @property
+    def nbytes_stored(self) -> int:
+        """Bytes the stored chunks take in the store (encoded: compressed, with checksums)."""
+        return int(self.backend.stored_bytes(self._meta))
+
+    @property
     def chunk_grid(self) -> tuple[int, ...]:
         return self._meta.chunk_grid
 
@@ -146,12 +169,12 @@ class Dataset:
         return Attributes(self)
 
     @property
-    def backend(self):
-        self.connection._check()
+    def backend(self) -> Backend:
+        self.connection.ensure_connected()
         return self.connection.backend
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         return self.connection.engine
 
     # MPI-style attributes, as on the connection
@@ -164,10 +187,16 @@ class Dataset:
         self.connection.mpi_barrier()
 
     def _fresh_meta(self) -> DatasetMeta:
-        raw = self.backend.read_meta(self.name)
-        if raw is None:
-            raise DatasetNotFoundError(f"dataset {self.name!r} no longer exists in {self.backend.location}")
-        return self.connection._parse_meta(self.name, raw)
+        self._meta = arrays.current_meta(self.backend, self._meta)
+        return self._meta
+
+    def _io(self) -> ChunkIO:
+        """The dataset's chunks, with the metadata as stored now (a resize elsewhere is seen)."""
+        return ChunkIO(self.backend, self._fresh_meta())
+
+    def refresh(self) -> None:
+        """Read the stored metadata again (every read and write also does)."""
+        self._fresh_meta()
 
     def __len__(self) -> int:
         if not self.shape:
@@ -194,35 +223,13 @@ class Dataset:
     # -- slicing ---------------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
         """Read a selection; NumPy basic indexing plus one integer/boolean array axis."""
-        backend, meta = self.backend, self._meta
-        sel = plan(key, self.shape, self.chunk_size)
-        out = np.empty(sel.shape, self.dtype)
-        if sel.size:
-            if self.engine.shares_memory:
-                threads = self._read_threads(backend, sel)
-                self.engine.run(partial(tasks.read_part_into, backend, meta, out), sel.parts(), threads)
-            else:
-                for out_sel, data in self.engine.imap(partial(tasks.read_part, backend, meta), sel.parts()):
-                    out[out_sel] = self.fillvalue if data is None else data
-        return sel.to_numpy(out)
+        return arrays.read(self.engine, self._io(), key)
 
     get_data = __getitem__
 
-    def _read_threads(self, backend, sel) -> int:
-        # Small parts are read in the calling thread: per-chunk Python work
-        # dominates and threads would only contend for the GIL.
-        if backend.io_threads == 1:
-            return 1
-        return backend.read_threads(sel.size * self.dtype.itemsize / max(1, sel.chunk_count()))
-
     def __setitem__(self, key: Any, value: Any) -> None:
         """Write a selection; ``value`` is cast and broadcast as NumPy does."""
-        backend = self.backend
-        sel = plan(key, self.shape, self.chunk_size)
-        values = prepare_values(sel, value, self.dtype)
-        if sel.size:
-            work = ((idx, chunk_sel, values[out_sel]) for idx, chunk_sel, out_sel in sel.parts())
-            self.engine.run(partial(_write_item, backend, self._meta), work, backend.io_threads)
+        arrays.write(self.engine, self._io(), key, value)
 
     def set_data(self, values: Any, slices: Any = Ellipsis) -> None:
         """``ds[slices] = values`` (the original DosNa spelling)."""
@@ -265,15 +272,35 @@ class Dataset:
         Only a few chunks of ``src`` are in memory at a time, so ``src`` may be
         far larger than memory. With the mpi engine every rank must call it.
         """
-        if not hasattr(src, "shape"):
-            src = np.asarray(src)
-        if tuple(src.shape) != self.shape:
-            raise ValueError(f"cannot load data of shape {tuple(src.shape)} into {self.shape}")
-        backend, meta = self.backend, self._meta
-        # h5py and similar sources are not thread-safe: read them here, write from workers
-        threads = backend.io_threads if isinstance(src, np.ndarray) else 1
-        work = ((idx, src[meta.chunk_region(idx)]) for idx in self.engine.share(self.chunk_indices()))
-        self.engine.run_and_agree(partial(tasks.write_whole, backend, meta), work, threads)
+        arrays.load(self.engine, self._io(), src)
+
+    def resize(self, shape: Any) -> None:
+        """Change the shape (same number of axes), as h5py's ``Dataset.resize``.
+
+        Growing exposes the fill value; shrinking deletes the chunks wholly
+        outside the new shape and resets the cut-away part of the others, so
+        data cut away never reappears when the dataset grows again. With the
+        mpi engine every rank must call it; every rank sees the new shape on
+        return. Resizing is not atomic for other processes reading at the same
+        time (see the docs on concurrent appends).
+
+        Parameters
+        ----------
+        shape : int or tuple of int
+            The new shape.
+        """
+        self._meta = arrays.resize(self.engine, self._io(), shape)
+
+    def append(self, values: Any, axis: int = 0) -> None:
+        """Grow along ``axis`` and write ``values`` there (one element of the axis, or a block).
+
+        ``values`` has the dataset's shape on the other axes (or one axis less,
+        for a single element). With the mpi engine every rank must call it with
+        the same values. Appends from several independent processes at once are
+        not safe: the last resize wins; give each process its own region (e.g.
+        resize once, then write slabs) or append from one process.
+        """
+        self._meta = arrays.append(self.engine, self._io(), values, axis)
 
     def map(
         self,
@@ -285,8 +312,9 @@ class Dataset:
         """A new dataset ``output_name`` holding ``func`` applied to every chunk.
 
         ``func`` receives each chunk's valid region (edge chunks are smaller)
-        and must return an array of the same shape. If it fails, the new
-        dataset is deleted and the error raised.
+        and must return an array of the same shape. The new dataset appears
+        only once every chunk is written; if ``func`` fails, nothing of it
+        remains and the error is raised.
 
         With ``halo`` (elements per side, one int or one per axis) ``func``
         receives the chunk grown by that many elements from its neighbours,
@@ -295,20 +323,11 @@ class Dataset:
         Gaussian with ``halo >= ceil(truncate * sigma)``) then gives exactly
         what it gives on the whole array.
         """
-        halo = self._halo(halo)
-        out = self.clone(output_name, dtype=dtype)
-        try:
-            if any(halo):
-                task = partial(
-                    tasks.transform_chunk_with_halo, self.backend, self._meta, out.meta, func, halo
-                )
-                self.engine.run_collective(task, self.chunk_indices())
-            else:
-                self._transform(func, out.meta)
-        except BaseException:
-            out.connection._delete_quietly_collective(out.name)
-            raise
-        return out
+        halo_t = self._halo(halo)
+        source = self._io()
+        return self._derive(
+            output_name, dtype, lambda target: arrays.transform(self.engine, source, target, func, halo_t)
+        )
 
     def _halo(self, halo: int | tuple[int, ...]) -> tuple[int, ...]:
         sizes = (halo,) * self.ndim if isinstance(halo, (int, np.integer)) else tuple(halo)
@@ -318,59 +337,33 @@ class Dataset:
 
     def apply(self, func: Callable[[np.ndarray], np.ndarray]) -> None:
         """Replace every chunk with ``func(chunk)`` in place (see :meth:`map`)."""
-        self._transform(func, self._meta)
-
-    def _transform(self, func: Callable, target: DatasetMeta) -> None:
-        task = partial(tasks.transform_chunk, self.backend, self._meta, target, func)
-        self.engine.run_collective(task, self.chunk_indices())
+        chunks = self._io()
+        arrays.transform(self.engine, chunks, chunks, func)
 
     def clone(self, output_name: str, data: bool = False, dtype: Any = None) -> Dataset:
-        """A new dataset with this one's shape, chunking, fill value and attributes.
+        """A new dataset with this one's shape, chunking, codec, fill value and attributes.
 
         Parameters
         ----------
         output_name : str
             Name of the new dataset.
         data : bool, default False
-            Also copy the stored chunks.
+            Also copy the stored chunks (the new dataset appears once all are copied).
         dtype : dtype-like, optional
             Element type of the new dataset (default: this one's).
         """
-        dt = self.dtype if dtype is None else np.dtype(dtype)
-        fill = self.fillvalue
-        if dt != self.dtype:
-            fill = np.asarray(fill).astype(dt).item()
-        out = self.connection.create_dataset(
-            output_name,
-            shape=self.shape,
-            dtype=dt,
-            fillvalue=fill,
-            chunk_size=self.chunk_size,
-            attrs=dict(self._fresh_meta().attrs),
-        )
-        if data:
-            backend = self.backend
-            try:
-                self.engine.run_collective(
-                    partial(tasks.copy_chunk, backend, self._meta, out.meta),
-                    self._stored_everywhere(),
-                    backend.io_threads,
-                )
-            except BaseException:
-                out.connection._delete_quietly_collective(out.name)
-                raise
-        return out
+        source = self._io()
+        fill = (lambda target: arrays.copy_stored(self.engine, source, target)) if data else None
+        return self._derive(output_name, dtype, fill)
 
-    def _stored_everywhere(self) -> list[tuple[int, ...]]:
-        """The stored chunks, as the root sees them (so every rank shares one list)."""
-        return [tuple(idx) for idx in self.engine.collective(self.stored_chunks)]
+    def _derive(self, name: str, dtype: Any, fill: Callable[[ChunkIO], None] | None) -> Dataset:
+        meta = arrays.derived_meta(self._meta, name, dtype, dict(self._meta.attrs))
+        created = arrays.create(self.engine, self.backend, meta, fill)
+        return Dataset(self.connection, created.meta)
 
     def clear(self) -> None:
         """Delete every stored chunk: the whole dataset reads as the fill value."""
-        backend = self.backend
-        self.engine.run_collective(
-            partial(backend.delete_chunk, self._meta), self._stored_everywhere(), backend.io_threads
-        )
+        arrays.clear(self.engine, self._io())
 
     def delete(self) -> None:
         """Delete the dataset and all its chunks."""
@@ -383,7 +376,8 @@ class Dataset:
 
     def has_chunk(self, idx: Any) -> bool:
         """Whether chunk ``idx`` has been written."""
-        return self.backend.has_chunk(self._meta, self._meta.check_chunk_index(idx))
+        chunks = self._io()
+        return chunks.backend.has_chunk(chunks.meta, chunks.meta.check_chunk_index(idx))
 
     def create_chunk(self, idx: Any, data: Any = None) -> DataChunk:
         """Write chunk ``idx`` (with ``data``, or the fill value) and return it."""
@@ -393,7 +387,8 @@ class Dataset:
 
     def del_chunk(self, idx: Any) -> None:
         """Delete chunk ``idx``; it then reads as the fill value."""
-        self.backend.delete_chunk(self._meta, self._meta.check_chunk_index(idx))
+        chunks = self._io()
+        chunks.delete(chunks.meta.check_chunk_index(idx))
 
     def chunk_view(self, idx: Any) -> np.ndarray:
         """Chunk ``idx``'s valid region, read-only, without copying where the backend allows.
@@ -401,15 +396,13 @@ class Dataset:
         hdf5 gives a memory map of the chunk file and ram the stored array;
         object stores fetch the chunk. A missing chunk reads as the fill value.
         """
-        idx = self._meta.check_chunk_index(idx)
-        data = self.backend.read_chunk_view(self._meta, idx)
-        if data is None:
-            data = np.full(self._meta.chunk_shape(idx), self.fillvalue, self.dtype)
-        return data
+        chunks = self._io()
+        return chunks.view(chunks.meta.check_chunk_index(idx))
 
     def stored_chunks(self) -> list[tuple[int, ...]]:
         """Indices of the chunks that have been written, sorted."""
-        return sorted(self.backend.list_chunks(self._meta))
+        chunks = self._io()
+        return sorted(chunks.backend.list_chunks(chunks.meta))
 
 
 class DataChunk:
@@ -444,7 +437,7 @@ class DataChunk:
 
     def get_data(self, slices: Any = Ellipsis) -> Any:
         """Read ``chunk[slices]`` (the fill value where the chunk was never written)."""
-        data = tasks.read_whole(self.dataset.backend, self.dataset.meta, self.idx)
+        data = self.dataset._io().read_whole(self.idx)
         sel = plan(slices, self.shape, self.shape)
         out = np.empty(sel.shape, self.dtype)
         for _, chunk_sel, out_sel in sel.parts():
@@ -453,11 +446,11 @@ class DataChunk:
 
     def set_data(self, values: Any, slices: Any = Ellipsis) -> None:
         """Write ``chunk[slices] = values`` (read-modify-write unless it covers the chunk)."""
-        ds = self.dataset
+        chunks = self.dataset._io()
         sel = plan(slices, self.shape, self.shape)
         prepared = prepare_values(sel, values, self.dtype)
         for _, chunk_sel, out_sel in sel.parts():
-            tasks.write_part(ds.backend, ds.meta, self.idx, chunk_sel, prepared[out_sel])
+            chunks.write_part((self.idx, chunk_sel, prepared[out_sel]))
 
     __getitem__ = get_data
 

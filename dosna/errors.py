@@ -10,7 +10,9 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "ChunkCorruptError",
+    "CodecUnavailableError",
     "ConnectionClosedError",
+    "DatasetChangedError",
     "DatasetExistsError",
     "DatasetNotFoundError",
     "DosnaError",
@@ -35,6 +37,10 @@ class DatasetNotFoundError(DosnaError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class DatasetChangedError(DosnaError, RuntimeError):
+    """A dataset handle refers to a dataset that was deleted and created again differently."""
+
+
 class DatasetExistsError(DosnaError, FileExistsError):
     """A dataset of that name already exists on the connection."""
 
@@ -56,6 +62,10 @@ class InvalidNameError(DosnaError, ValueError):
 
 class BackendUnavailableError(DosnaError, ImportError):
     """A backend or engine needs a package that is not installed."""
+
+
+class CodecUnavailableError(BackendUnavailableError):
+    """A dataset's codec needs a package that is not installed (the message names the pip extra)."""
 
 
 class UnknownBackendError(DosnaError, ValueError):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidNameError
+from .io.codecs import CodecSpec
 
 __all__ = [
     "FORMAT_VERSION",
@@ -28,7 +29,10 @@ __all__ = [
     "validate_name",
 ]
 
-FORMAT_VERSION = 1
+#: The metadata format this dosna writes. Format 1 (no codec entry: raw
+#: chunks without checksums) is still read and written as it was.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 MAX_NAME_LENGTH = 200
 DEFAULT_CHUNK_BYTES = 1 << 20
 
@@ -198,6 +202,10 @@ class DatasetMeta:
         What unwritten elements read as.
     attrs : dict
         User attributes (JSON values).
+    codec : CodecSpec
+        How chunks are encoded (compression, shuffle, checksums).
+    format : int
+        The metadata format version the dataset was written in.
     """
 
     name: str
@@ -206,6 +214,8 @@ class DatasetMeta:
     chunk_size: tuple[int, ...]
     fillvalue: Any = 0
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    codec: CodecSpec = field(default_factory=CodecSpec)
+    format: int = FORMAT_VERSION
 
     @classmethod
     def create(
@@ -216,8 +226,12 @@ class DatasetMeta:
         fillvalue: Any = None,
         chunk_size: Any = None,
         attrs: Mapping[str, Any] | None = None,
+        codec: CodecSpec | None = None,
     ) -> DatasetMeta:
-        """Validate user input and build the metadata; raise before any I/O."""
+        """Validate user input and build the metadata; raise before any I/O.
+
+        ``codec`` defaults to uncompressed chunks with checksums.
+        """
         validate_name(name)
         shape_t = normalize_shape(shape)
         dt = validate_dtype(dtype)
@@ -225,7 +239,7 @@ class DatasetMeta:
         fill = _cast_fillvalue(fillvalue, dt)
         attrs_d = dict(attrs or {})
         check_attrs(attrs_d)
-        return cls(name, shape_t, dt, chunks, fill, attrs_d)
+        return cls(name, shape_t, dt, chunks, fill, attrs_d, CodecSpec.create() if codec is None else codec)
 
     # -- derived geometry ------------------------------------------------------
     @property
@@ -244,6 +258,19 @@ class DatasetMeta:
     def chunk_shape(self, idx: Sequence[int]) -> tuple[int, ...]:
         """The valid (in-array) shape of chunk ``idx``; edge chunks are smaller."""
         return tuple(min(c, s - i * c) for i, c, s in zip(idx, self.chunk_size, self.shape))
+
+    @property
+    def pads_edge_chunks(self) -> bool:
+        """Whether edge chunks are stored at the full chunk size, padded with the fill value.
+
+        From format 2 on they are (as zarr does), so resizing never rewrites a
+        chunk's geometry; format 1 stored the valid region only.
+        """
+        return self.format >= 2
+
+    def stored_shape(self, idx: Sequence[int]) -> tuple[int, ...]:
+        """The shape chunk ``idx`` is stored with (see :attr:`pads_edge_chunks`)."""
+        return tuple(self.chunk_size) if self.pads_edge_chunks else self.chunk_shape(idx)
 
     def chunk_region(self, idx: Sequence[int]) -> tuple[slice, ...]:
         """The slices of the array that chunk ``idx`` holds."""
@@ -264,10 +291,17 @@ class DatasetMeta:
         check_attrs(attrs)
         return replace(self, attrs=dict(attrs))
 
+    def with_shape(self, shape: Any) -> DatasetMeta:
+        """The same dataset with another shape (same number of axes)."""
+        new = normalize_shape(shape)
+        if len(new) != self.ndim:
+            raise ValueError(f"cannot resize a {self.ndim}-d dataset to the {len(new)}-d shape {new}")
+        return replace(self, shape=new)
+
     # -- JSON ------------------------------------------------------------------
     def to_json(self) -> bytes:
-        doc = {
-            "dosna_format": FORMAT_VERSION,
+        doc: dict[str, Any] = {
+            "dosna_format": self.format,
             "name": self.name,
             "shape": list(self.shape),
             "dtype": self.dtype.str,
@@ -275,6 +309,8 @@ class DatasetMeta:
             "fillvalue": _fill_to_json(self.fillvalue),
             "attrs": self.attrs,
         }
+        if self.format >= 2:
+            doc["codec"] = self.codec.to_json()
         return json.dumps(doc, indent=1, allow_nan=False).encode()
 
     @classmethod
@@ -283,20 +319,25 @@ class DatasetMeta:
         doc = json.loads(data)
         if not isinstance(doc, dict) or "dosna_format" not in doc:
             raise ValueError("not a dosna metadata document")
-        if doc["dosna_format"] != FORMAT_VERSION:
+        version = doc["dosna_format"]
+        if version not in READABLE_FORMATS or isinstance(version, bool):
             raise ValueError(
-                f"metadata format {doc['dosna_format']} is not supported "
-                f"(this dosna reads format {FORMAT_VERSION})"
+                f"metadata format {version!r} is not supported (this dosna reads formats "
+                f"{', '.join(map(str, READABLE_FORMATS))}; a newer dosna wrote it: upgrade dosna)"
             )
         dt = validate_dtype(doc["dtype"])
-        return cls.create(
+        # Format 1 had no codec entry: raw chunks, no checksums.
+        codec = CodecSpec.from_json(doc["codec"]) if version >= 2 else CodecSpec()
+        meta = cls.create(
             doc["name"],
             doc["shape"],
             dt,
             _fill_from_json(doc["fillvalue"], dt),
             doc["chunk_size"],
             doc.get("attrs") or {},
+            codec,
         )
+        return replace(meta, format=version)
 
 
 def check_attrs(attrs: Mapping[str, Any]) -> None:

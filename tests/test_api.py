@@ -89,7 +89,7 @@ def test_valid_names(name):
 def test_metadata_json_round_trip():
     meta = DatasetMeta.create("m", (3, 4), ">c8", 1 + 2j, (2, 2), {"k": [1, "x"]})
     doc = json.loads(meta.to_json())
-    assert doc["dtype"] == ">c8" and doc["fillvalue"] == [1.0, 2.0] and doc["dosna_format"] == 1
+    assert doc["dtype"] == ">c8" and doc["fillvalue"] == [1.0, 2.0] and doc["dosna_format"] == 2
     again = DatasetMeta.from_json(meta.to_json())
     assert again == meta
     nan = DatasetMeta.create("n", (1,), "f4", float("nan"))

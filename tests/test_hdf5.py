@@ -31,12 +31,33 @@ def test_layout_is_plain_hdf5_and_json(con, tmp_path):
     root = tmp_path / "store" / "grid"
     meta = json.loads((root / ".dosna.json").read_text())
     assert meta["shape"] == [5, 6] and meta["chunk_size"] == [2, 4] and meta["dtype"] == "<i2"
-    assert meta["fillvalue"] == -1 and meta["attrs"] == {"u": "K"} and meta["dosna_format"] == 1
+    assert meta["fillvalue"] == -1 and meta["attrs"] == {"u": "K"} and meta["dosna_format"] == 2
+    assert meta["codec"] == {
+        "compression": None,
+        "level": None,
+        "shuffle": False,
+        "checksum": "crc32c",
+        "checksum_block": 65536,
+    }
     files = sorted(p.name for p in root.iterdir())
     assert files == sorted([".dosna.json"] + [f"{i}.{j}.h5" for i in range(3) for j in range(2)])
-    with h5py.File(root / "2.1.h5", "r") as f:  # an edge chunk: its valid shape
-        assert f["data"].shape == (1, 2) and f["data"].dtype == np.dtype("i2")
-        np.testing.assert_array_equal(f["data"][...], data[4:5, 4:6])
+    with h5py.File(root / "2.1.h5", "r") as f:  # an edge chunk: full size, padded with the fill value
+        assert f["data"].shape == (2, 4) and f["data"].dtype == np.dtype("i2") and f.userblock_size == 512
+        np.testing.assert_array_equal(f["data"][...], [[28, 29, -1, -1], [-1, -1, -1, -1]])
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4", "blosc", "gzip"])
+def test_compressed_chunk_files_are_hdf5_with_filters(con, tmp_path, compression):
+    import hdf5plugin  # noqa: F401  (h5py needs it for zstd, lz4 and blosc)
+
+    data = np.linspace(0, 1, 400 * 300, dtype="f4").reshape(400, 300)
+    ds = con.create_dataset("z", data=data, chunks=(160, 160), compression=compression)
+    assert ds.compression == compression and ds.shuffle and ds.checksum
+    with h5py.File(tmp_path / "store" / "z" / "1.1.h5", "r") as f:
+        assert f["data"].chunks == (160, 160) and f["data"].shuffle == (compression != "blosc")
+        np.testing.assert_array_equal(f["data"][...][:, :140], data[160:320, 160:300])
+    np.testing.assert_array_equal(ds[...], data)
+    assert ds.nbytes_stored < data.nbytes
 
 
 def test_truncated_or_garbage_chunk_raises_with_path(con, tmp_path):
@@ -79,7 +100,7 @@ def test_corrupt_metadata_raises_with_path(con, tmp_path):
 
 
 def test_foreign_chunk_files_are_read(con, tmp_path):
-    ds = con.create_dataset("f", shape=(4, 6), dtype="f8", chunk_size=(4, 3))
+    ds = con.create_dataset("f", shape=(4, 6), dtype="f8", chunk_size=(4, 3), checksum=False)
     a, b = np.arange(12.0).reshape(4, 3), -np.arange(12.0).reshape(4, 3)
     with h5py.File(tmp_path / "store" / "f" / "0.0.h5", "w") as f:
         f.create_dataset("data", data=a, compression="gzip", chunks=(2, 3))
@@ -87,6 +108,11 @@ def test_foreign_chunk_files_are_read(con, tmp_path):
         f.create_dataset("data", data=b.astype(">f8"))  # contiguous, other byte order
     np.testing.assert_array_equal(ds[...], np.hstack([a, b]))
     np.testing.assert_array_equal(ds[1:3, 2:5], np.hstack([a, b])[1:3, 2:5])
+    checked = con.create_dataset("g", shape=(4, 3), dtype="f8", chunk_size=(4, 3))
+    with h5py.File(tmp_path / "store" / "g" / "0.0.h5", "w") as f:
+        f.create_dataset("data", data=a)
+    with pytest.raises(ChunkCorruptError, match="checksums"):  # unverifiable: refused
+        checked[...]
 
 
 def test_cache_follows_writes_and_deletes_from_other_connections(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,7 +18,45 @@ import numpy as np
 from ..indexing import ChunkSel, read_selection
 from ..metadata import DatasetMeta
 
-__all__ = ["Backend", "chunk_key", "parse_chunk_key"]
+__all__ = ["Backend", "IOHints", "chunk_key", "parse_chunk_key"]
+
+
+@dataclass(frozen=True)
+class IOHints:
+    """How a backend's chunk I/O is best driven: one value the I/O layer decides from.
+
+    Attributes
+    ----------
+    threads : int
+        Concurrent chunk requests the backend serves best.
+    parallel_min_part : int
+        Chunk parts smaller than this many bytes are read in the calling
+        thread: per-chunk Python work dominates and threads would contend for
+        the GIL.
+    parallel_max_part : int or None
+        Parts larger than this are read one at a time too (a backend bound by
+        the CPU it shares with its server); None: no limit.
+    ranged_read_fraction : float
+        A partial read of at most this fraction of a chunk fetches only the
+        bytes it needs.
+    zero_copy_views : bool
+        :meth:`Backend.read_chunk_view` returns views of memory or mapped
+        files (no I/O to wait for).
+    """
+
+    threads: int = 1
+    parallel_min_part: int = 1 << 16
+    parallel_max_part: int | None = None
+    ranged_read_fraction: float = 0.5
+    zero_copy_views: bool = False
+
+    def read_threads(self, part_nbytes: float) -> int:
+        """How many concurrent reads pay off when each reads about ``part_nbytes``."""
+        if part_nbytes < self.parallel_min_part:
+            return 1
+        if self.parallel_max_part is not None and part_nbytes > self.parallel_max_part:
+            return 1
+        return self.threads
 
 
 def chunk_key(idx: tuple[int, ...]) -> str:
@@ -47,8 +86,9 @@ class Backend(ABC):
 
     Notes
     -----
-    Chunk arrays passed to :meth:`write_chunk` have the chunk's valid shape
-    (``meta.chunk_shape(idx)``) and the dataset's dtype. Arrays returned by
+    Chunk arrays passed to :meth:`write_chunk` have the chunk's stored shape
+    (``meta.stored_shape(idx)``: the full chunk size, or the valid region for
+    format-1 datasets) and the dataset's dtype. Arrays returned by
     :meth:`read_chunk` may be read-only views: callers copy before modifying.
     """
 
@@ -56,12 +96,9 @@ class Backend(ABC):
     name: ClassVar[str] = ""
     #: Whether separate processes share what this backend stores.
     shared_between_processes: ClassVar[bool] = True
-    #: Concurrent chunk requests the backend serves best (a hint engines use for
-    #: slicing, load, clear and copies; user functions never run concurrently
-    #: because of it).
+    #: Concurrent chunk requests the backend serves best (see :class:`IOHints`;
+    #: user functions never run concurrently because of it).
     io_threads: int = 1
-    #: :meth:`read_chunk_view` returns views of memory or mapped files (no I/O to wait for).
-    zero_copy_views: ClassVar[bool] = False
 
     def __init__(self, name: str, **options: Any) -> None:
         self.connection_name = name
@@ -145,6 +182,10 @@ class Backend(ABC):
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         """Indices of the chunks that have been written."""
 
+    @abstractmethod
+    def stored_bytes(self, meta: DatasetMeta) -> int:
+        """Bytes the stored chunks of ``meta`` take (what ``Dataset.nbytes_stored`` reports)."""
+
     def purge_uncommitted(self, meta: DatasetMeta) -> None:
         """Remove chunks left under ``meta.name`` by a creation that never wrote its metadata.
 
@@ -153,9 +194,14 @@ class Backend(ABC):
         for idx in list(self.list_chunks(meta)):
             self.delete_chunk(meta, idx)
 
-    def read_threads(self, part_nbytes: float) -> int:
-        """How many concurrent reads pay off when each reads about ``part_nbytes``."""
-        return self.io_threads if part_nbytes >= 1 << 16 else 1
+    @property
+    def hints(self) -> IOHints:
+        """How this backend's chunk I/O is best driven."""
+        return IOHints(threads=self.io_threads)
+
+    @property
+    def zero_copy_views(self) -> bool:
+        return self.hints.zero_copy_views
 
     def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
         """Where chunk ``idx`` is stored, for error messages."""
@@ -163,7 +209,7 @@ class Backend(ABC):
 
     def check_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> np.ndarray:
         """Return ``data`` as a C-contiguous chunk of the right shape and dtype."""
-        shape = meta.chunk_shape(idx)
+        shape = meta.stored_shape(idx)
         if data.shape != shape:
             raise ValueError(f"chunk {idx} has shape {shape}, got data of shape {data.shape}")
         return np.asarray(data, dtype=meta.dtype, order="C")

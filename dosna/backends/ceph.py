@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import os
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
-
-import numpy as np
 
 from ..errors import (
     BackendUnavailableError,
@@ -38,8 +35,8 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..metadata import DatasetMeta
-from .base import chunk_key, parse_chunk_key
-from .objects import RawObjectBackend, encode
+from .base import IOHints, chunk_key, parse_chunk_key
+from .objects import EncodedObjectBackend
 
 try:
     import rados
@@ -61,7 +58,7 @@ _WORKER_BACKENDS: dict[tuple, CephBackend] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-class CephBackend(RawObjectBackend):
+class CephBackend(EncodedObjectBackend):
     """Datasets in a Ceph pool (one namespace each), chunks as objects.
 
     Parameters
@@ -306,26 +303,22 @@ class CephBackend(RawObjectBackend):
     def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
         return f"{self.location}/{meta.name}/{chunk_key(idx)}"
 
-    def fetch(
-        self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int] | None
-    ) -> bytes | None:
-        if byte_range is None:  # one byte more than expected notices a chunk that is too long
-            byte_range = (0, math.prod(meta.chunk_shape(idx)) * meta.dtype.itemsize + 1)
+    def fetch(self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]) -> bytes | None:
         with self._failures(f"read chunk {idx} of {meta.name!r}"):
             try:
                 return self._ctx(meta.name).read(chunk_key(idx), byte_range[1], byte_range[0])
             except rados.ObjectNotFound:
                 return None
 
-    def read_threads(self, part_nbytes: float) -> int:
+    @property
+    def hints(self) -> IOHints:
         # Large reads are bound by the CPU the client and the OSD share; small
         # ones by round trips, which concurrency hides.
-        return self.io_threads if part_nbytes < 1 << 18 else 1
+        return IOHints(threads=self.io_threads, parallel_min_part=0, parallel_max_part=1 << 18)
 
-    def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
-        data = self.check_chunk(meta, idx, data)
+    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: bytes | bytearray | memoryview) -> None:
         with self._failures(f"write chunk {idx} of {meta.name!r}"):
-            self._ctx(meta.name).write_full(chunk_key(idx), bytes(encode(data)))
+            self._ctx(meta.name).write_full(chunk_key(idx), bytes(data))
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
         with self._failures(f"stat chunk {idx} of {meta.name!r}"):
@@ -341,6 +334,15 @@ class CephBackend(RawObjectBackend):
             contextlib.suppress(rados.ObjectNotFound),
         ):
             self._ctx(meta.name).remove_object(chunk_key(idx))
+
+    def stored_bytes(self, meta: DatasetMeta) -> int:
+        total = 0
+        with self._failures(f"stat chunks of {meta.name!r}"):
+            ioctx = self._ctx(meta.name)
+            for idx in self.list_chunks(meta):
+                with contextlib.suppress(rados.ObjectNotFound):
+                    total += int(ioctx.stat(chunk_key(idx))[0])
+        return total
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         with self._failures(f"list chunks of {meta.name!r}"):

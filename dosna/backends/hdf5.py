@@ -15,6 +15,16 @@ is checked against the file's identity (inode, size, mtime) on every use, which
 keeps it correct across writes and deletes from this or any other process.
 Chunk files written by other tools (compressed, chunked layouts) are read
 through h5py.
+
+Datasets with checksums (the default) put a 512-byte (or larger) HDF5 user
+block in front of each chunk file: HDF5 readers skip it, dosna keeps the
+crc32c of every 64 KiB block of the data there (and checks the HDF5 header and
+trailer against the template), so a damaged byte anywhere raises
+ChunkCorruptError. A compressed chunk file holds one HDF5 chunk with the
+filter pipeline of its codec (shuffle, then zstd, lz4, blosc or deflate): h5py
+reads it with ``import hdf5plugin``; dosna writes the payload that numcodecs
+produced behind a header built once per layout, and reads it back without
+h5py, checking the crc32c of everything after the user block.
 """
 
 from __future__ import annotations
@@ -24,11 +34,13 @@ import math
 import mmap
 import os
 import shutil
+import struct
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -39,8 +51,10 @@ from ..errors import (
     DatasetNotFoundError,
 )
 from ..indexing import ChunkSel, read_selection, selected_fraction
+from ..io.codecs import CodecError, CodecSpec, Framing, crc32c
 from ..metadata import DatasetMeta
-from .base import Backend, chunk_key, parse_chunk_key
+from .base import Backend, IOHints, chunk_key, parse_chunk_key
+from .objects import RangedRead, framing
 
 try:
     import h5py
@@ -76,6 +90,151 @@ def _template(shape: tuple[int, ...], dtype_str: str) -> tuple[bytes, int, bytes
     return bytes(image[:offset]), offset, bytes(image[offset + nbytes :])
 
 
+_UB_MAGIC = b"DOSNAck\x01"
+_UB_HEAD = struct.Struct("<8sIIQI")  # magic, crc of the rest, kind, payload length, crc of the payload
+_KIND_RAW, _KIND_COMPRESSED = 1, 2
+_COMPRESSED_USERBLOCK = 512
+
+
+def _userblock_size(nbytes_crcs: int) -> int:
+    size = 512
+    while size < _UB_HEAD.size + nbytes_crcs:
+        size *= 2
+    return size
+
+
+def _userblock(size: int, kind: int, length: int, payload_crc: int, crcs: bytes = b"") -> bytearray:
+    ub = bytearray(size)
+    ub[_UB_HEAD.size : _UB_HEAD.size + len(crcs)] = crcs
+    _UB_HEAD.pack_into(ub, 0, _UB_MAGIC, 0, kind, length, payload_crc)
+    struct.pack_into("<I", ub, 8, crc32c(memoryview(ub)[12:]))
+    return ub
+
+
+def _parse_userblock(ub: Any, kind: int) -> tuple[int, int, memoryview]:
+    """(payload length, payload crc, the rest) of a user block; CodecError if it is damaged."""
+    view = memoryview(ub).cast("B")
+    if len(view) < _UB_HEAD.size:
+        raise CodecError("the file is too short for its user block")
+    magic, crc, stored_kind, length, payload_crc = _UB_HEAD.unpack_from(view)
+    if magic != _UB_MAGIC:
+        raise CodecError("no dosna user block with checksums")
+    if crc != crc32c(view[12:]):
+        raise CodecError("checksum mismatch in the user block")
+    if stored_kind != kind:
+        raise CodecError(f"user block of kind {stored_kind}, expected {kind}")
+    return length, payload_crc, view[_UB_HEAD.size :]
+
+
+def _filters(dcpl: Any, spec: CodecSpec, dtype: np.dtype) -> None:
+    """Set the HDF5 filter pipeline that decodes ``spec``'s payloads."""
+    import hdf5plugin
+
+    if spec.shuffle and spec.compression != "blosc":
+        dcpl.set_shuffle()
+    if spec.compression == "gzip":
+        dcpl.set_deflate(spec.level)
+        return
+    if spec.compression == "zstd":
+        plugin = hdf5plugin.Zstd(clevel=spec.level)
+    elif spec.compression == "lz4":
+        plugin = hdf5plugin.LZ4()
+    else:
+        shuffle = hdf5plugin.Blosc.SHUFFLE if spec.shuffle else hdf5plugin.Blosc.NOSHUFFLE
+        plugin = hdf5plugin.Blosc(cname="lz4", clevel=spec.level, shuffle=shuffle)
+    dcpl.set_filter(plugin.filter_id, h5py.h5z.FLAG_OPTIONAL, plugin.filter_options)
+
+
+def _compressed_image(shape: tuple[int, ...], dtype: np.dtype, spec: CodecSpec, payload: bytes) -> bytes:
+    """An HDF5 file image holding ``payload`` as the one chunk of dataset ``data`` (h5py builds it)."""
+    fid = h5py.File(f"dosna-template-{uuid.uuid4().hex}", "w", driver="core", backing_store=False)
+    try:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk(shape)
+        dcpl.set_obj_track_times(False)
+        _filters(dcpl, spec, dtype)
+        space = h5py.h5s.create_simple(shape)
+        dset = h5py.h5d.create(fid.id, _DATA.encode(), h5py.h5t.py_create(dtype), space, dcpl=dcpl)
+        dset.write_direct_chunk((0,) * len(shape), payload)
+        dset.close()
+        fid.flush()
+        return bytes(fid.id.get_file_image())
+    finally:
+        fid.close()
+
+
+@dataclass(frozen=True)
+class _CompressedTemplate:
+    """The HDF5 bytes in front of a compressed chunk's payload, for any payload size.
+
+    Only a few fields depend on the payload size (the end-of-file address, the
+    chunk's size in the chunk index); they are found by building the image for
+    two sizes and comparing, and the result is checked against h5py's own image
+    for a third size.
+    """
+
+    prefix: bytes
+    fields: tuple[tuple[int, int, int], ...]  # (position, width, value minus payload size)
+
+    def render(self, size: int) -> bytes:
+        head = bytearray(self.prefix)
+        for pos, width, base in self.fields:
+            head[pos : pos + width] = (base + size).to_bytes(width, "little")
+        return bytes(head)
+
+
+@functools.lru_cache(maxsize=256)
+def _compressed_template(shape: tuple[int, ...], dtype_str: str, spec: CodecSpec) -> _CompressedTemplate:
+    dtype = np.dtype(dtype_str)
+    sizes = (1000, 1000 + 0x010101)
+    images = [_compressed_image(shape, dtype, spec, bytes(n)) for n in sizes]
+    heads = [image[: len(image) - n] for image, n in zip(images, sizes)]
+    if len(heads[0]) != len(heads[1]) or any(
+        image[len(h) :] != bytes(n) for image, h, n in zip(images, heads, sizes)
+    ):
+        raise RuntimeError("HDF5 did not put the chunk at the end of the file")
+    fields: list[tuple[int, int, int]] = []
+    covered = -1
+    for pos in range(len(heads[0])):
+        if heads[0][pos] == heads[1][pos] or pos <= covered:
+            continue
+        for width in (8, 4):
+            a = int.from_bytes(heads[0][pos : pos + width], "little") - sizes[0]
+            b = int.from_bytes(heads[1][pos : pos + width], "little") - sizes[1]
+            if a == b and pos + width <= len(heads[0]):
+                fields.append((pos, width, a))
+                covered = pos + width - 1
+                break
+        else:
+            raise RuntimeError(f"cannot place the payload size at byte {pos} of the HDF5 header")
+    template = _CompressedTemplate(heads[0], tuple(fields))
+    check = 3 * 0x10000 + 7
+    if _compressed_image(shape, dtype, spec, bytes(check))[:-check] != template.render(check):
+        raise RuntimeError("the HDF5 header template does not reproduce h5py's image")
+    return template
+
+
+def _compressed(meta: DatasetMeta) -> bool:
+    """Whether ``meta``'s chunk files hold compressed HDF5 chunks (0-d chunks cannot be chunked in HDF5)."""
+    return meta.codec.compressed and meta.ndim > 0
+
+
+def _raw_userblock_size(meta: DatasetMeta, nbytes: int) -> int:
+    """The user block in front of an uncompressed chunk file: none without checksums."""
+    if not meta.codec.checksum:
+        return 0
+    return _userblock_size(4 * math.ceil(nbytes / meta.codec.checksum_block))
+
+
+def _raw_crcs(meta: DatasetMeta, nbytes: int, ub: Any) -> np.ndarray:
+    """The block checksums an uncompressed chunk file's user block holds; CodecError if damaged."""
+    length, _, rest = _parse_userblock(ub, _KIND_RAW)
+    count = math.ceil(nbytes / meta.codec.checksum_block)
+    if length != nbytes or len(rest) < 4 * count:
+        raise CodecError("the user block does not describe this chunk")
+    return np.frombuffer(rest, "<u4", count)
+
+
 def _write_all(fd: int, buffers: list) -> None:
     views = [memoryview(b).cast("B") for b in buffers if len(b)]
     while views:
@@ -87,15 +246,37 @@ def _write_all(fd: int, buffers: list) -> None:
             views[0] = views[0][written:]
 
 
+class _Verified:
+    """The block checksums of a mapped chunk and which blocks were already checked."""
+
+    def __init__(self, crcs: np.ndarray, frames: Framing) -> None:
+        self.crcs = crcs
+        self.frames = frames
+        self.done = np.zeros(len(crcs), dtype=bool)
+
+    def check(self, array: np.ndarray, offset: int, length: int) -> None:
+        """Verify the blocks holding bytes ``[offset, offset + length)``; CodecError if one is damaged."""
+        block = self.frames.block
+        first, last = offset // block, (offset + length - 1) // block
+        if length <= 0 or self.done[first : last + 1].all():
+            return
+        raw = array.reshape(-1).view(np.uint8)
+        for i in range(first, last + 1):
+            if not self.done[i]:
+                if crc32c(raw[i * block : (i + 1) * block]) != self.crcs[i]:
+                    raise CodecError(f"checksum mismatch in block {i}")
+                self.done[i] = True
+
+
 class _MappedChunks:
     """A bounded LRU of read-only chunk arrays keyed by path and file identity."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[str, tuple[tuple, np.ndarray]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[tuple, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: str, ident: tuple) -> np.ndarray | None:
+    def get(self, path: str, ident: tuple) -> Any:
         with self._lock:
             entry = self._entries.get(path)
             if entry is None or entry[0] != ident:
@@ -103,7 +284,7 @@ class _MappedChunks:
             self._entries.move_to_end(path)
             return entry[1]
 
-    def put(self, path: str, ident: tuple, array: np.ndarray) -> None:
+    def put(self, path: str, ident: tuple, array: Any) -> None:
         if self.capacity <= 0:
             return
         with self._lock:
@@ -149,7 +330,6 @@ class Hdf5Backend(Backend):
     """
 
     name: ClassVar[str] = "hdf5"
-    zero_copy_views: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -168,6 +348,10 @@ class Hdf5Backend(Backend):
         self.cache_size = cache_size
         self.io_threads = max(1, int(io_threads))
         self._cache = _MappedChunks(cache_size)
+
+    @property
+    def hints(self) -> IOHints:
+        return IOHints(threads=self.io_threads, ranged_read_fraction=0.25, zero_copy_views=True)
 
     def __getstate__(self) -> dict:  # for process pools: options only, no mappings
         state = self.__dict__.copy()
@@ -269,9 +453,12 @@ class Hdf5Backend(Backend):
         shutil.rmtree(trash, ignore_errors=True)
 
     # -- chunks --------------------------------------------------------------
+    def _corrupt(self, meta: DatasetMeta, idx: tuple[int, ...], path: str, reason: str) -> ChunkCorruptError:
+        return ChunkCorruptError(meta.name, idx, path, reason)
+
     def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
         """Read a whole chunk with one ``readv`` into a fresh array."""
-        out = np.empty(meta.chunk_shape(idx), meta.dtype)
+        out = np.empty(meta.stored_shape(idx), meta.dtype)
         return out if self.read_chunk_into(meta, idx, out) else None
 
     def read_chunk_into(self, meta: DatasetMeta, idx: tuple[int, ...], out: np.ndarray) -> bool:
@@ -281,13 +468,27 @@ class Hdf5Backend(Backend):
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
-        header, offset, trailer = _template(out.shape, meta.dtype.str)
         try:
             size = os.fstat(fd).st_size
-            if size == offset + out.nbytes + len(trailer):
-                head = bytearray(len(header))
-                got = os.readv(fd, [head, out.reshape(-1).view(np.uint8)])
-                if got == offset + out.nbytes and head == header:
+            if _compressed(meta):
+                self._read_compressed(meta, idx, path, fd, size, out)
+                return True
+            header, offset, trailer = _template(out.shape, meta.dtype.str)
+            ub_size = _raw_userblock_size(meta, out.nbytes)
+            if size == ub_size + offset + out.nbytes + len(trailer):
+                ub, head, tail = bytearray(ub_size), bytearray(len(header)), bytearray(len(trailer))
+                got = os.readv(fd, [ub, head, out.reshape(-1).view(np.uint8), tail])
+                if got == size and head == header:
+                    if not meta.codec.checksum:
+                        return True
+                    try:
+                        crcs = _raw_crcs(meta, out.nbytes, ub)
+                        if tail != trailer:
+                            raise CodecError("the HDF5 trailer differs from dosna's")
+                        if not np.array_equal(framing(meta).block_crcs(out.reshape(-1).view(np.uint8)), crcs):
+                            raise CodecError("checksum mismatch in the chunk data")
+                    except CodecError as exc:
+                        raise self._corrupt(meta, idx, path, str(exc)) from None
                     return True
         finally:
             os.close(fd)
@@ -297,20 +498,71 @@ class Hdf5Backend(Backend):
         out[...] = data
         return True
 
+    def _read_compressed(
+        self, meta: DatasetMeta, idx: tuple[int, ...], path: str, fd: int, size: int, out: np.ndarray
+    ) -> None:
+        """Decode a compressed chunk file (dosna's own layout) into ``out``."""
+        raw = bytearray(size)
+        got = os.readv(fd, [raw])
+        view = memoryview(raw)[:got]
+        try:
+            if view[: len(_UB_MAGIC)] != _UB_MAGIC:
+                if meta.codec.checksum:
+                    raise CodecError("no dosna user block with checksums")
+                out[...] = self._load_with_h5py(meta, idx, path, out.shape)[0]
+                return
+            ub_size = _COMPRESSED_USERBLOCK
+            length, crc, _ = _parse_userblock(view[:ub_size], _KIND_COMPRESSED)
+            if length > got - ub_size:
+                raise CodecError(f"{got} bytes, too short for a payload of {length}")
+            if meta.codec.checksum and crc32c(view[ub_size:]) != crc:
+                raise CodecError("checksum mismatch")
+            framing(meta).compressor.decompress(view[got - length :], out)  # type: ignore[union-attr]
+        except CodecError as exc:
+            raise self._corrupt(meta, idx, path, str(exc)) from None
+
     def read_chunk_part(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> np.ndarray | None:
         """Small selections come from a cached memory map; large ones from :meth:`read_chunk`."""
-        shape = meta.chunk_shape(idx)
-        if selected_fraction(sel, shape) > 0.25:
+        shape = meta.stored_shape(idx)
+        if _compressed(meta) or selected_fraction(sel, shape) > self.hints.ranged_read_fraction:
             data = self.read_chunk(meta, idx)
-        else:
-            data = self._mapped(meta, idx)
-        return None if data is None else read_selection(data, sel)
+            return None if data is None else read_selection(data, sel)
+        mapped = self._mapped(meta, idx)
+        if mapped is None:
+            return None
+        array, verified = mapped
+        if verified is not None:
+            ranged = RangedRead(meta, idx, sel)
+            self._verify(meta, idx, array, verified, ranged.offset, ranged.length)
+        return read_selection(array, sel)
 
     def read_chunk_view(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
-        """A read-only memory map of the chunk file (cached), not a copy."""
-        return self._mapped(meta, idx)
+        """A read-only memory map of the chunk file (cached), not a copy; compressed chunks are decoded."""
+        if _compressed(meta):
+            return self.read_chunk(meta, idx)
+        mapped = self._mapped(meta, idx)
+        if mapped is None:
+            return None
+        array, verified = mapped
+        if verified is not None:
+            self._verify(meta, idx, array, verified, 0, array.nbytes)
+        return array
 
-    def _mapped(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
+    def _verify(
+        self,
+        meta: DatasetMeta,
+        idx: tuple[int, ...],
+        array: np.ndarray,
+        verified: _Verified,
+        offset: int,
+        length: int,
+    ) -> None:
+        try:
+            verified.check(array, offset, length)
+        except CodecError as exc:
+            raise self._corrupt(meta, idx, self.chunk_location(meta, idx), str(exc)) from None
+
+    def _mapped(self, meta: DatasetMeta, idx: tuple[int, ...]) -> tuple[np.ndarray, _Verified | None] | None:
         path = self.chunk_location(meta, idx)
         try:
             st = os.stat(path)
@@ -320,25 +572,42 @@ class Hdf5Backend(Backend):
         cached = self._cache.get(path, ident)
         if cached is not None:
             return cached
-        array, mapped = self._load(meta, idx, path, st.st_size)
+        array, mapped, verified = self._load(meta, idx, path, st.st_size)
+        if array is None:
+            return None
         if mapped:
-            self._cache.put(path, ident, array)
-        return array
+            self._cache.put(path, ident, (array, verified))
+        return array, verified
 
     def _load(self, meta: DatasetMeta, idx: tuple[int, ...], path: str, size: int):
-        """Map (or, for foreign layouts, read) a chunk file; return (array, mapped)."""
-        shape = meta.chunk_shape(idx)
+        """Map (or, for foreign layouts, read) a raw chunk file; return (array, mapped, verified)."""
+        shape = meta.stored_shape(idx)
         header, offset, trailer = _template(shape, meta.dtype.str)
-        expected = offset + meta.dtype.itemsize * math.prod(shape) + len(trailer)
+        nbytes = meta.dtype.itemsize * math.prod(shape)
+        ub_size = _raw_userblock_size(meta, nbytes)
+        expected = ub_size + offset + nbytes + len(trailer)
         try:
             with open(path, "rb") as f:
+                ub = f.read(ub_size)
                 if f.read(len(header)) == header:
                     if size != expected:
-                        raise ChunkCorruptError(meta.name, idx, path, f"{size} bytes, expected {expected}")
-                    return self._map(f, offset, meta.dtype, shape), True
+                        raise self._corrupt(meta, idx, path, f"{size} bytes, expected {expected}")
+                    verified = None
+                    if meta.codec.checksum:
+                        f.seek(size - len(trailer))
+                        try:
+                            crcs = _raw_crcs(meta, nbytes, ub)
+                            if f.read() != trailer:
+                                raise CodecError("the HDF5 trailer differs from dosna's")
+                        except CodecError as exc:
+                            raise self._corrupt(meta, idx, path, str(exc)) from None
+                        verified = _Verified(crcs, framing(meta))
+                    return self._map(f, ub_size + offset, meta.dtype, shape), True, verified
         except FileNotFoundError:
-            return None, False
-        return self._load_with_h5py(meta, idx, path, shape)
+            return None, False, None
+        if meta.codec.checksum:
+            raise self._corrupt(meta, idx, path, "not a dosna chunk file with checksums (damaged header)")
+        return (*self._load_with_h5py(meta, idx, path, shape), None)
 
     @staticmethod
     def _map(f, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -348,6 +617,8 @@ class Hdf5Backend(Backend):
 
     def _load_with_h5py(self, meta, idx, path, shape):
         try:
+            if meta.codec.compressed:
+                import hdf5plugin  # noqa: F401  (registers the filters h5py needs)
             with h5py.File(path, "r") as f:
                 dset = f[_DATA]
                 if dset.shape != shape:
@@ -367,9 +638,21 @@ class Hdf5Backend(Backend):
 
     def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
         data = self.check_chunk(meta, idx, data)
-        header, _, trailer = _template(data.shape, meta.dtype.str)
+        raw = data.reshape(-1).view(np.uint8)
+        buffers: list[Any]
+        if _compressed(meta):
+            payload = framing(meta).compressor.compress(data)  # type: ignore[union-attr]
+            head = _compressed_template(data.shape, meta.dtype.str, meta.codec).render(len(payload))
+            crc = crc32c(payload, crc32c(head))
+            buffers = [_userblock(_COMPRESSED_USERBLOCK, _KIND_COMPRESSED, len(payload), crc), head, payload]
+        else:
+            header, _, trailer = _template(data.shape, meta.dtype.str)
+            buffers = [header, raw, trailer]
+            if meta.codec.checksum:
+                crcs = framing(meta).block_crcs(raw).tobytes()
+                ub = _userblock(_raw_userblock_size(meta, raw.nbytes), _KIND_RAW, raw.nbytes, 0, crcs)
+                buffers.insert(0, ub)
         path = self.chunk_location(meta, idx)
-        buffers = [header, data.reshape(-1).view(np.uint8), trailer]
         try:
             self._write_file(path, buffers)
         except FileNotFoundError:  # chunks may be written before the dataset's metadata
@@ -387,6 +670,15 @@ class Hdf5Backend(Backend):
         except FileNotFoundError:
             pass
         self._cache.discard(path)
+
+    def stored_bytes(self, meta: DatasetMeta) -> int:
+        total = 0
+        for idx in self.list_chunks(meta):
+            try:
+                total += os.stat(self.chunk_location(meta, idx)).st_size
+            except FileNotFoundError:
+                pass
+        return total
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         try:

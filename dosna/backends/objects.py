@@ -1,12 +1,17 @@
-"""Chunks as raw byte objects: what the object-store backends (ceph, s3) share.
+"""Chunks as encoded byte objects: what the ram, ceph and s3 backends share.
 
-A chunk object holds the chunk's valid region as raw C-order bytes of the
-dataset's dtype, nothing else: its size is known from the metadata, so a wrong
-size is detected at once, and any element can be located for a ranged read.
+A chunk object holds the chunk's encoded bytes (see
+:class:`dosna.io.codecs.Framing`): for an uncompressed chunk, its valid
+region as raw C-order bytes of the dataset's dtype, in checksummed blocks when
+the dataset has checksums; for a compressed chunk, the payload and its
+checksum. The size of an uncompressed object is known from the metadata, so a
+wrong size is detected at once, and any element can be located for a ranged
+read that verifies only the blocks it fetches.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import abstractmethod
 
@@ -14,30 +19,25 @@ import numpy as np
 
 from ..errors import ChunkCorruptError
 from ..indexing import ChunkSel, read_selection
+from ..io.codecs import CodecError, CodecSpec, Framing
 from ..metadata import DatasetMeta
 from .base import Backend
 
-__all__ = ["RangedRead", "RawObjectBackend", "decode", "encode", "ranged_read"]
+__all__ = ["EncodedObjectBackend", "RangedRead", "framing", "ranged_read"]
 
 
-def encode(data: np.ndarray) -> memoryview:
-    """The bytes of a C-contiguous chunk (no copy)."""
-    return memoryview(np.ascontiguousarray(data)).cast("B") if data.ndim else memoryview(data.tobytes())
+@functools.lru_cache(maxsize=64)
+def _framing(spec: CodecSpec, dtype_str: str) -> Framing:
+    return Framing(spec, np.dtype(dtype_str))
 
 
-def decode(
-    meta: DatasetMeta, idx: tuple[int, ...], raw: bytes | bytearray | memoryview, where: str
-) -> np.ndarray:
-    """A chunk array from its object bytes; ChunkCorruptError if the size is wrong."""
-    shape = meta.chunk_shape(idx)
-    expected = math.prod(shape) * meta.dtype.itemsize
-    if len(raw) != expected:
-        raise ChunkCorruptError(meta.name, idx, where, f"{len(raw)} bytes, expected {expected}")
-    return np.frombuffer(raw, dtype=meta.dtype).reshape(shape)
+def framing(meta: DatasetMeta) -> Framing:
+    """The (cached) framing of ``meta``'s chunks."""
+    return _framing(meta.codec, meta.dtype.str)
 
 
 class RangedRead:
-    """The byte range of a chunk object that holds a selection, and how to cut it out.
+    """The byte range of a raw chunk that holds a selection, and how to cut it out.
 
     For a selection whose bounding box starts at element ``lo`` and ends at
     ``hi`` (in C order), the bytes ``[lo, hi]`` hold every selected element; the
@@ -45,10 +45,11 @@ class RangedRead:
     """
 
     def __init__(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> None:
-        shape = meta.chunk_shape(idx)
+        shape = meta.stored_shape(idx)
         itemsize = meta.dtype.itemsize
         strides = [itemsize * math.prod(shape[a + 1 :]) for a in range(len(shape))]
-        lo, hi, box, shifted = [], [], [], []
+        lo, hi, box = [], [], []
+        shifted: list = []
         for s, n in zip(sel, shape):
             if isinstance(s, int):
                 first, last = s, s
@@ -72,53 +73,77 @@ class RangedRead:
         self.length = sum(i * st for i, st in zip(hi, strides)) + itemsize - self.offset
         self.box, self.strides, self.sel, self.dtype = tuple(box), tuple(strides), tuple(shifted), meta.dtype
 
-    def cut(self, raw: bytes | bytearray | memoryview) -> np.ndarray:
+    def cut(self, raw: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
         """The selection from the bytes of the range."""
         view = np.ndarray(self.box, dtype=self.dtype, buffer=raw, strides=self.strides)
         return read_selection(view, self.sel)
 
 
-def ranged_read(meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> RangedRead | None:
-    """A :class:`RangedRead` when reading a range saves at least half the chunk, else None."""
-    if not sel or any(
-        isinstance(s, slice) and len(range(*s.indices(n))) == 0 for s, n in zip(sel, meta.chunk_shape(idx))
+def ranged_read(meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel, fraction: float) -> RangedRead | None:
+    """A :class:`RangedRead` when its range is at most ``fraction`` of the chunk, else None."""
+    if (
+        meta.codec.compressed
+        or not sel
+        or any(
+            isinstance(s, slice) and len(range(*s.indices(n))) == 0
+            for s, n in zip(sel, meta.stored_shape(idx))
+        )
     ):
         return None
     plan = RangedRead(meta, idx, sel)
-    full = math.prod(meta.chunk_shape(idx)) * meta.dtype.itemsize
-    return plan if plan.length * 2 <= full else None
+    full = math.prod(meta.stored_shape(idx)) * meta.dtype.itemsize
+    return plan if plan.length <= full * fraction else None
 
 
-class RawObjectBackend(Backend):
-    """A backend whose chunks are raw-byte objects: reads, whole or ranged, done once.
+class EncodedObjectBackend(Backend):
+    """A backend whose chunks are encoded byte objects.
 
-    Subclasses implement :meth:`fetch` (and the writes and listings of :class:`Backend`).
+    Subclasses implement :meth:`fetch` and :meth:`store` (and the listings and
+    deletes of :class:`Backend`); this class encodes, decodes, verifies and
+    plans ranged reads.
     """
 
     @abstractmethod
-    def fetch(
-        self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int] | None
-    ) -> bytes | None:
-        """The bytes of chunk ``idx`` — all of them (at least one more than expected if
-        the object is longer), or ``(offset, length)`` of them — or None if missing."""
+    def fetch(self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]) -> bytes | None:
+        """The bytes ``(offset, length)`` of chunk ``idx``'s object (fewer where the
+        object ends first), or None if the chunk is missing."""
+
+    @abstractmethod
+    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: bytes | bytearray | memoryview) -> None:
+        """Store the encoded chunk ``idx`` atomically."""
+
+    def _corrupt(self, meta: DatasetMeta, idx: tuple[int, ...], reason: str) -> ChunkCorruptError:
+        return ChunkCorruptError(meta.name, idx, self.chunk_location(meta, idx), reason)
 
     def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
-        raw = self.fetch(meta, idx, None)
-        return None if raw is None else decode(meta, idx, raw, self.chunk_location(meta, idx))
+        out = np.empty(meta.stored_shape(idx), meta.dtype)
+        return out if self.read_chunk_into(meta, idx, out) else None
+
+    def read_chunk_into(self, meta: DatasetMeta, idx: tuple[int, ...], out: np.ndarray) -> bool:
+        frames = framing(meta)
+        # one byte more than the largest valid object notices one that is too long
+        raw = self.fetch(meta, idx, (0, frames.max_stored_size(out.nbytes) + 1))
+        if raw is None:
+            return False
+        try:
+            frames.unframe_into(raw, out)
+        except CodecError as exc:
+            raise self._corrupt(meta, idx, str(exc)) from None
+        return True
 
     def read_chunk_part(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> np.ndarray | None:
-        ranged = ranged_read(meta, idx, sel)
+        ranged = ranged_read(meta, idx, sel, self.hints.ranged_read_fraction)
         if ranged is None:
             data = self.read_chunk(meta, idx)
             return None if data is None else read_selection(data, sel)
-        raw = self.fetch(meta, idx, (ranged.offset, ranged.length))
+        frames = framing(meta)
+        raw = self.fetch(meta, idx, frames.stored_range(ranged.offset, ranged.length))
         if raw is None:
             return None
-        if len(raw) != ranged.length:
-            raise ChunkCorruptError(
-                meta.name,
-                idx,
-                self.chunk_location(meta, idx),
-                f"shorter than the {ranged.offset + ranged.length} bytes read",
-            )
-        return ranged.cut(raw)
+        try:
+            return ranged.cut(frames.unframe_range(raw, ranged.offset, ranged.length))
+        except CodecError as exc:
+            raise self._corrupt(meta, idx, str(exc)) from None
+
+    def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
+        self.store(meta, idx, framing(meta).frame(self.check_chunk(meta, idx, data)))

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DatasetExistsError, DatasetNotFoundError
 from ..metadata import DatasetMeta
-from .base import Backend
+from .objects import EncodedObjectBackend
 
 __all__ = ["RamBackend"]
 
@@ -25,15 +25,18 @@ __all__ = ["RamBackend"]
 @dataclass
 class _Stored:
     meta: bytes | None  # None: chunks written for a dataset not yet created
-    chunks: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
+    chunks: dict[tuple[int, ...], bytes] = field(default_factory=dict)
 
 
 _STORES: dict[str, dict[str, _Stored]] = {}
 _LOCK = threading.Lock()
 
 
-class RamBackend(Backend):
+class RamBackend(EncodedObjectBackend):
     """Datasets held in memory, shared by connections of the same name in this process.
+
+    Each chunk is kept as its encoded bytes (compressed and checksummed as the
+    dataset says), exactly as an object store would keep it.
 
     Parameters
     ----------
@@ -43,7 +46,6 @@ class RamBackend(Backend):
 
     name: ClassVar[str] = "ram"
     shared_between_processes: ClassVar[bool] = False
-    zero_copy_views: ClassVar[bool] = True
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -54,7 +56,7 @@ class RamBackend(Backend):
     def location(self) -> str:
         return f"ram://{self.connection_name}"
 
-    def _chunks(self, dataset: str) -> dict[tuple[int, ...], np.ndarray]:
+    def _chunks(self, dataset: str) -> dict[tuple[int, ...], bytes]:
         stored = self._datasets.get(dataset)
         return {} if stored is None else stored.chunks
 
@@ -85,21 +87,38 @@ class RamBackend(Backend):
                 raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
             del self._datasets[dataset]
 
-    def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
-        return self._chunks(meta.name).get(idx)
+    def fetch(
+        self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]
+    ) -> memoryview | None:
+        data = self._chunks(meta.name).get(idx)
+        if data is None:
+            return None
+        offset, length = byte_range
+        return memoryview(data)[offset : offset + length]
 
-    def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
-        data = np.array(self.check_chunk(meta, idx, data), copy=True)
-        data.flags.writeable = False  # readers get views of it
+    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: bytes | bytearray | memoryview) -> None:
+        frozen = bytes(data)  # immutable: readers get views of it
         with _LOCK:  # chunks may be written before the dataset's metadata
             stored = self._datasets.setdefault(meta.name, _Stored(None))
-        stored.chunks[idx] = data
+        stored.chunks[idx] = frozen
+
+    def read_chunk_view(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
+        """A read-only view of the stored bytes where they are raw; otherwise a decoded copy."""
+        data = self._chunks(meta.name).get(idx)
+        if data is None or meta.codec.compressed or meta.codec.checksum:
+            return self.read_chunk(meta, idx) if data is not None else None
+        if len(data) != meta.dtype.itemsize * int(np.prod(meta.stored_shape(idx), dtype=np.int64)):
+            return self.read_chunk(meta, idx)  # raises ChunkCorruptError
+        return np.frombuffer(data, meta.dtype).reshape(meta.stored_shape(idx))
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
         return idx in self._chunks(meta.name)
 
     def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
         self._chunks(meta.name).pop(idx, None)
+
+    def stored_bytes(self, meta: DatasetMeta) -> int:
+        return sum(len(data) for data in list(self._chunks(meta.name).values()))
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         return list(self._chunks(meta.name))

@@ -22,8 +22,6 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
-import numpy as np
-
 from ..errors import (
     BackendUnavailableError,
     DatasetExistsError,
@@ -33,8 +31,8 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..metadata import DatasetMeta
-from .base import chunk_key, parse_chunk_key
-from .objects import RawObjectBackend, encode
+from .base import IOHints, chunk_key, parse_chunk_key
+from .objects import EncodedObjectBackend
 
 try:
     import boto3
@@ -75,7 +73,7 @@ def _code(exc: Exception) -> str:
     return type(exc).__name__
 
 
-class S3Backend(RawObjectBackend):
+class S3Backend(EncodedObjectBackend):
     """Datasets as key prefixes in one S3 bucket.
 
     Parameters
@@ -255,14 +253,17 @@ class S3Backend(RawObjectBackend):
         with self._failures(what):
             self.client.put_object(Bucket=self.connection_name, Key=key, Body=body)
 
-    def _keys(self, prefix: str, what: str) -> list[str]:
-        keys: list[str] = []
+    def _objects(self, prefix: str, what: str) -> list[tuple[str, int]]:
+        found: list[tuple[str, int]] = []
         with self._failures(what):
             for page in self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.connection_name, Prefix=prefix
             ):
-                keys.extend(obj["Key"] for obj in page.get("Contents", ()))
-        return keys
+                found.extend((obj["Key"], int(obj.get("Size", 0))) for obj in page.get("Contents", ()))
+        return found
+
+    def _keys(self, prefix: str, what: str) -> list[str]:
+        return [key for key, _ in self._objects(prefix, what)]
 
     # -- datasets -------------------------------------------------------------------
     def list_datasets(self) -> list[str]:
@@ -309,17 +310,15 @@ class S3Backend(RawObjectBackend):
     def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
         return f"{self.location}/{meta.name}/{chunk_key(idx)}"
 
-    def fetch(
-        self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int] | None
-    ) -> bytes | None:
+    def fetch(self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]) -> bytes | None:
         return self._get(f"{meta.name}/{chunk_key(idx)}", f"read chunk {idx} of {meta.name!r}", byte_range)
 
-    def read_threads(self, part_nbytes: float) -> int:
-        return self.io_threads  # every request waits on the network
+    @property
+    def hints(self) -> IOHints:
+        return IOHints(threads=self.io_threads, parallel_min_part=0)  # every request waits on the network
 
-    def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
-        data = self.check_chunk(meta, idx, data)
-        self._put(f"{meta.name}/{chunk_key(idx)}", bytes(encode(data)), f"write chunk {idx} of {meta.name!r}")
+    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: bytes | bytearray | memoryview) -> None:
+        self._put(f"{meta.name}/{chunk_key(idx)}", bytes(data), f"write chunk {idx} of {meta.name!r}")
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
         return self._exists(f"{meta.name}/{chunk_key(idx)}", f"look up chunk {idx} of {meta.name!r}")
@@ -327,6 +326,14 @@ class S3Backend(RawObjectBackend):
     def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
         with self._failures(f"delete chunk {idx} of {meta.name!r}"):
             self.client.delete_object(Bucket=self.connection_name, Key=f"{meta.name}/{chunk_key(idx)}")
+
+    def stored_bytes(self, meta: DatasetMeta) -> int:
+        prefix = f"{meta.name}/"
+        return sum(
+            size
+            for key, size in self._objects(prefix, f"list chunks of {meta.name!r}")
+            if parse_chunk_key(key[len(prefix) :], meta.ndim) is not None
+        )
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         prefix = f"{meta.name}/"

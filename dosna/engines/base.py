@@ -13,6 +13,7 @@ An engine never touches a backend. The dataset layer hands it plain callables:
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -122,6 +123,18 @@ class Engine:
     def imap(self, func: Callable[[T], Any], items: Iterable[T]) -> Iterable[Any]:
         """Yield ``func(item)`` for every item, in any order."""
         return map(func, items)
+
+    def gather(self, out: np.ndarray, task: Any, parts: Iterable[Any], io_threads: int = 1) -> None:
+        """Fill ``out`` with what ``task`` reads for every part (a :class:`dosna.io.interfaces.PartReader`).
+
+        Engines whose tasks share this process's memory let each task write its
+        part in place; others bring the parts back and place them here.
+        """
+        if self.shares_memory:
+            self.run(functools.partial(task.read_part_into, out), parts, io_threads)
+        else:
+            for out_sel, data in self.imap(task.read_part, parts):
+                out[out_sel] = data
 
     def share(self, items: Sequence[T]) -> Sequence[T]:
         """The items this process handles in a collective step."""

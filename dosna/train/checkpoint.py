@@ -81,7 +81,8 @@ def find_resumable(
         problems.append(f"the learner {type(learner).__name__} has no training_state() to restore")
     if problems:
         raise ResumeError(
-            f"cannot resume model {model!r} version {version} ({manifest['state']}): " + "; ".join(problems)
+            f"cannot resume model {model!r} version {version} ({manifest['state']}): "
+            + "; ".join(problems)
             + ". Resume with the settings and data it was started with, or train without resume"
         )
     return manifest
@@ -128,9 +129,13 @@ def restore(run: ModelRun, learner: Learner) -> Progress:
         or isinstance(values["seconds"], bool)
         or not isinstance(values["seconds"], (int, float))
     ):
-        raise ResumeError(f"model {run.model!r} version {run.version}: the checkpoint's values are not a runner's")
+        raise ResumeError(
+            f"model {run.model!r} version {run.version}: the checkpoint's values are not a runner's"
+        )
     try:
         learner.load_training_state(arrays, values["learner"])
     except (ValueError, NotImplementedError) as exc:
-        raise ResumeError(f"model {run.model!r} version {run.version}: cannot restore the checkpoint: {exc}") from exc
+        raise ResumeError(
+            f"model {run.model!r} version {run.version}: cannot restore the checkpoint: {exc}"
+        ) from exc
     return Progress(epoch, values["history"], values["seconds"])

@@ -96,7 +96,10 @@ def generator_state(generator: np.random.Generator) -> str:
 def set_generator_state(generator: np.random.Generator, state: str) -> None:
     """Put ``generator`` back in a state from :func:`generator_state`."""
     decoded = json.loads(state)
-    if not isinstance(decoded, dict) or decoded.get("bit_generator") != type(generator.bit_generator).__name__:
+    if (
+        not isinstance(decoded, dict)
+        or decoded.get("bit_generator") != type(generator.bit_generator).__name__
+    ):
         raise ValueError(f"not a {type(generator.bit_generator).__name__} state: {state[:80]!r}")
     generator.bit_generator.state = decoded
 

@@ -286,8 +286,14 @@ def train(
                     }
                 )
                 bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{accuracy:.4f}")
-                progress_metrics = {"epochs_done": epoch + 1, "train_loss": train_loss, "test_accuracy": accuracy}
-                reached = checkpoint.Progress(epoch + 1, history, done.seconds + time.perf_counter() - started)
+                progress_metrics = {
+                    "epochs_done": epoch + 1,
+                    "train_loss": train_loss,
+                    "test_accuracy": accuracy,
+                }
+                reached = checkpoint.Progress(
+                    epoch + 1, history, done.seconds + time.perf_counter() - started
+                )
                 due = checkpoint_every and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < int(epochs)
                 if not (due and checkpoint.save(run, net, reached, progress_metrics)):
                     run.update(metrics=progress_metrics)

@@ -1,0 +1,303 @@
+"""Whole-array operations on chunks: slicing, load, map/apply/clone/clear, create, resize.
+
+Every decision about how chunk I/O is driven is made here, from the backend's
+:class:`~dosna.backends.base.IOHints` and the engine: how many chunk requests
+run at once, which steps are collective, and in which order chunks and
+metadata are written so that nothing is visible before it is complete (a new
+dataset's metadata is written after all its chunks; a failed creation removes
+what it wrote). The functions take an engine, a backend and metadata
+explicitly; :class:`dosna.Dataset` and :class:`dosna.Connection` are thin
+facades over them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from ..errors import DatasetChangedError, DatasetExistsError, DatasetNotFoundError, MetadataCorruptError
+from ..indexing import plan, prepare_values
+from ..metadata import DatasetMeta
+from .chunks import ChunkIO
+from .interfaces import ChunkBackend, TaskEngine
+
+__all__ = [
+    "append",
+    "clear",
+    "copy_stored",
+    "create",
+    "current_meta",
+    "delete_quietly",
+    "load",
+    "parse_meta",
+    "read",
+    "resize",
+    "stored_chunks",
+    "transform",
+    "write",
+]
+
+ChunkIndex = tuple[int, ...]
+
+
+# -- metadata ----------------------------------------------------------------------------
+def parse_meta(backend: ChunkBackend, name: str, raw: bytes) -> DatasetMeta:
+    """Parse ``name``'s stored metadata; MetadataCorruptError (with its location) if it is bad."""
+    try:
+        meta = DatasetMeta.from_json(raw)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise MetadataCorruptError(name, backend.meta_location(name), str(exc)) from exc
+    if meta.name != name:
+        raise MetadataCorruptError(name, backend.meta_location(name), f"it names dataset {meta.name!r}")
+    return meta
+
+
+def current_meta(backend: ChunkBackend, meta: DatasetMeta) -> DatasetMeta:
+    """The dataset's metadata as stored now, for a handle that holds ``meta``.
+
+    A new shape or new attributes are taken over; a dataset that was deleted
+    raises DatasetNotFoundError, one re-created with another dtype, chunking or
+    codec raises DatasetChangedError.
+    """
+    raw = backend.read_meta(meta.name)
+    if raw is None:
+        raise DatasetNotFoundError(f"dataset {meta.name!r} no longer exists in {backend.location}")
+    now = parse_meta(backend, meta.name, raw)
+    if (now.dtype, now.chunk_size, now.codec, now.format, now.fillvalue) != (
+        meta.dtype,
+        meta.chunk_size,
+        meta.codec,
+        meta.format,
+        meta.fillvalue,
+    ) and not (now.fillvalue != now.fillvalue and meta.fillvalue != meta.fillvalue):  # NaN fills
+        raise DatasetChangedError(
+            f"dataset {meta.name!r} in {backend.location} was deleted and created again "
+            f"(now {now.dtype}, chunks {now.chunk_size}, {now.codec.describe()}); open it again"
+        )
+    return now
+
+
+# -- concurrency -----------------------------------------------------------------------
+def _threads(backend: ChunkBackend) -> int:
+    return backend.hints.threads
+
+
+def _read_threads(backend: ChunkBackend, nbytes: int, parts: int) -> int:
+    return backend.hints.read_threads(nbytes / max(1, parts))
+
+
+def _all_chunks(meta: DatasetMeta) -> list[ChunkIndex]:
+    return list(itertools.product(*(range(g) for g in meta.chunk_grid)))
+
+
+# -- slicing -------------------------------------------------------------------------------
+def read(engine: TaskEngine, chunks: ChunkIO, key: Any) -> Any:
+    """``array[key]``: NumPy basic indexing plus one integer/boolean array axis."""
+    meta = chunks.meta
+    sel = plan(key, meta.shape, meta.chunk_size)
+    out = np.empty(sel.shape, meta.dtype)
+    if sel.size:
+        threads = _read_threads(chunks.backend, sel.size * meta.dtype.itemsize, sel.chunk_count())
+        engine.gather(out, chunks, sel.parts(), threads)
+    return sel.to_numpy(out)
+
+
+def write(engine: TaskEngine, chunks: ChunkIO, key: Any, value: Any) -> None:
+    """``array[key] = value``, cast and broadcast as NumPy does; bad values write nothing."""
+    meta = chunks.meta
+    sel = plan(key, meta.shape, meta.chunk_size)
+    values = prepare_values(sel, value, meta.dtype)
+    if sel.size:
+        work = ((idx, chunk_sel, values[out_sel]) for idx, chunk_sel, out_sel in sel.parts())
+        engine.run(chunks.write_part, work, _threads(chunks.backend))
+
+
+# -- whole-dataset operations ----------------------------------------------------------
+def load(engine: TaskEngine, chunks: ChunkIO, src: Any) -> None:
+    """Fill every chunk from ``src`` (anything with the shape that slices with a tuple of slices).
+
+    Only a few chunks of ``src`` are in memory at a time; with the mpi engine
+    every rank loads its share.
+    """
+    meta = chunks.meta
+    if not hasattr(src, "shape"):
+        src = np.asarray(src)
+    if tuple(src.shape) != meta.shape:
+        raise ValueError(f"cannot load data of shape {tuple(src.shape)} into {meta.shape}")
+    # h5py and similar sources are not thread-safe: read them here, write from workers
+    threads = _threads(chunks.backend) if isinstance(src, np.ndarray) else 1
+    work = ((idx, src[meta.chunk_region(idx)]) for idx in engine.share(_all_chunks(meta)))
+    engine.run_and_agree(chunks.write_item, work, threads)
+
+
+def transform(
+    engine: TaskEngine,
+    source: ChunkIO,
+    target: ChunkIO,
+    func: Callable[[np.ndarray], Any],
+    halo: tuple[int, ...] = (),
+) -> None:
+    """Write ``func`` of every chunk of ``source`` into ``target`` (the same grid); collective."""
+    if any(halo):
+        task = partial(source.transform_with_halo, func, target, halo)
+    else:
+        task = partial(source.transform, func, target)
+    engine.run_collective(task, _all_chunks(source.meta))
+
+
+def stored_chunks(engine: TaskEngine, chunks: ChunkIO) -> list[ChunkIndex]:
+    """The stored chunks as the root sees them, so that every rank shares one list."""
+
+    def listing() -> list[list[int]]:
+        return [list(idx) for idx in sorted(chunks.backend.list_chunks(chunks.meta))]
+
+    return [tuple(idx) for idx in engine.collective(listing)]
+
+
+def copy_stored(engine: TaskEngine, source: ChunkIO, target: ChunkIO) -> None:
+    """Copy every stored chunk of ``source`` to ``target``; collective."""
+    engine.run_collective(
+        partial(source.copy_to, target), stored_chunks(engine, source), _threads(source.backend)
+    )
+
+
+def clear(engine: TaskEngine, chunks: ChunkIO) -> None:
+    """Delete every stored chunk; collective."""
+    engine.run_collective(chunks.delete, stored_chunks(engine, chunks), _threads(chunks.backend))
+
+
+# -- creating and deleting -------------------------------------------------------------
+def delete_quietly(engine: TaskEngine, backend: ChunkBackend, name: str) -> None:
+    """Delete a dataset being rolled back; a missing one is fine. Collective."""
+
+    def delete() -> None:
+        with contextlib.suppress(DatasetNotFoundError):
+            backend.delete_dataset(name)
+
+    engine.collective(delete)
+
+
+def create(
+    engine: TaskEngine,
+    backend: ChunkBackend,
+    meta: DatasetMeta,
+    fill: Callable[[ChunkIO], None] | None = None,
+) -> ChunkIO:
+    """Create dataset ``meta``; ``fill(chunks)`` writes its first content. Collective.
+
+    The chunks go in first and the metadata last: a dataset appears only with
+    all its chunks, and a fill that fails (or a store that goes away) leaves
+    no metadata claiming data that was never written, and removes the chunks.
+
+    Raises
+    ------
+    DatasetExistsError
+        If a dataset of that name exists (checked before anything is written,
+        and again when the metadata is committed).
+    """
+    chunks = ChunkIO(backend, meta)
+
+    def prepare() -> None:
+        if backend.read_meta(meta.name) is not None:
+            raise DatasetExistsError(f"dataset {meta.name!r} already exists in {backend.location}")
+        # chunks of an earlier creation that failed before its metadata was written
+        backend.purge_uncommitted(meta)
+
+    engine.collective(prepare)
+    if fill is not None:
+        try:
+            fill(chunks)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                engine.run_collective(chunks.delete, _all_chunks(meta), _threads(backend))
+            raise
+    engine.collective(lambda: backend.create_meta(meta.name, meta.to_json()))
+    return chunks
+
+
+def derived_meta(source: DatasetMeta, name: str, dtype: Any, attrs: dict[str, Any]) -> DatasetMeta:
+    """The metadata of a dataset like ``source`` (shape, chunking, codec, fill value) named ``name``."""
+    dt = source.dtype if dtype is None else np.dtype(dtype)
+    fill = source.fillvalue
+    if dt != source.dtype:
+        fill = np.asarray(fill).astype(dt).item()
+    return DatasetMeta.create(name, source.shape, dt, fill, source.chunk_size, attrs, source.codec)
+
+
+# -- resizing ----------------------------------------------------------------------------
+def resize(engine: TaskEngine, chunks: ChunkIO, shape: Any) -> DatasetMeta:
+    """Give the dataset ``shape`` (same number of axes); collective. Returns the new metadata.
+
+    Growing exposes the fill value. Shrinking first deletes the chunks wholly
+    outside the new shape and resets the cut-away part of the others to the
+    fill value, then writes the metadata: data cut away never reappears when
+    the dataset grows again.
+    """
+    old = current_meta(chunks.backend, chunks.meta)
+    new = old.with_shape(shape)
+    if not old.pads_edge_chunks and new.shape != old.shape:
+        raise MetadataCorruptError(
+            old.name,
+            chunks.backend.meta_location(old.name),
+            "it was written by an older dosna (metadata format 1, edge chunks not padded) and cannot be "
+            "resized; copy it with clone(name, data=True) to get a resizable dataset",
+        )
+    stale = ChunkIO(chunks.backend, old)
+    stored = stored_chunks(engine, stale)
+    if any(n < o for n, o in zip(new.shape, old.shape)):
+        outside = [
+            idx for idx in stored if any(i * c >= n for i, c, n in zip(idx, new.chunk_size, new.shape))
+        ]
+        engine.run_collective(stale.delete, outside, _threads(chunks.backend))
+        cut = [
+            idx
+            for idx in stored
+            if idx not in set(outside)
+            and any(
+                (i + 1) * c > n and n < o for i, c, n, o in zip(idx, new.chunk_size, new.shape, old.shape)
+            )
+        ]
+        keep = partial(_trim_to, stale, new)
+        engine.run_collective(keep, cut, _threads(chunks.backend))
+    engine.collective(lambda: chunks.backend.update_meta(new.name, replace(old, shape=new.shape).to_json()))
+    return replace(old, shape=new.shape)
+
+
+def _trim_to(chunks: ChunkIO, new: DatasetMeta, idx: ChunkIndex) -> None:
+    chunks.trim(idx, new.chunk_shape(idx))
+
+
+def append(engine: TaskEngine, chunks: ChunkIO, values: Any, axis: int = 0) -> DatasetMeta:
+    """Grow along ``axis`` by ``values``' length there and write them; collective. Returns the new metadata."""
+    meta = current_meta(chunks.backend, chunks.meta)
+    if not -meta.ndim <= axis < meta.ndim:
+        raise IndexError(f"axis {axis} is out of bounds for a {meta.ndim}-d dataset")
+    axis %= meta.ndim
+    block = np.asarray(values)
+    if block.ndim == meta.ndim - 1:
+        block = np.expand_dims(block, axis)
+    expected = meta.shape[:axis] + meta.shape[axis + 1 :]
+    if block.ndim != meta.ndim or block.shape[:axis] + block.shape[axis + 1 :] != expected:
+        raise ValueError(
+            f"cannot append values of shape {np.shape(values)} along axis {axis} of a dataset of shape {meta.shape}"
+        )
+    start = meta.shape[axis]
+    grown = list(meta.shape)
+    grown[axis] += block.shape[axis]
+    region = tuple(slice(start, None) if a == axis else slice(None) for a in range(meta.ndim))
+    target = meta.with_shape(grown)
+    # plan and cast before anything changes: a bad value must not leave the dataset grown
+    sel = plan(region, target.shape, target.chunk_size)
+    cast = prepare_values(sel, block, meta.dtype)
+    new = resize(engine, ChunkIO(chunks.backend, meta), target.shape)
+    written = ChunkIO(chunks.backend, new)
+    # each part is one chunk: ranks write disjoint shares
+    work = [(idx, chunk_sel, cast[out_sel]) for idx, chunk_sel, out_sel in engine.share(list(sel.parts()))]
+    engine.run_and_agree(written.write_part, work, _threads(chunks.backend))
+    return new

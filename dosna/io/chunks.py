@@ -1,0 +1,182 @@
+"""One dataset's chunks on one backend: the unit of work engines run.
+
+:class:`ChunkIO` is the only place that knows the rules that hold for every
+chunk: a chunk that was never written reads as the fill value; an edge chunk is
+stored at its full size (format 2), padded with the fill value, and callers see
+only its valid region; a write that does not cover a chunk reads, modifies and
+writes it. A ChunkIO holds a backend and the dataset's metadata and nothing
+else, so it pickles and the same task runs inline, in a thread, in a worker
+process (joblib with loky) or on an MPI rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..indexing import ChunkPart, ChunkSel, covers_chunk, plan, write_selection
+from ..metadata import DatasetMeta
+from .interfaces import ChunkBackend
+
+__all__ = ["DIRECT_READ_BYTES", "ChunkIO"]
+
+ChunkIndex = tuple[int, ...]
+
+#: Chunk parts at least this large are read straight into the caller's buffer.
+DIRECT_READ_BYTES = 1 << 16
+
+
+class ChunkIO:
+    """Read and write the chunks of dataset ``meta`` on ``backend``.
+
+    Parameters
+    ----------
+    backend : ChunkBackend
+        Where the chunks are stored.
+    meta : DatasetMeta
+        The dataset's metadata (shape, dtype, chunking, fill value, codec).
+    """
+
+    def __init__(self, backend: ChunkBackend, meta: DatasetMeta) -> None:
+        self.backend = backend
+        self.meta = meta
+
+    def __repr__(self) -> str:
+        return f"<ChunkIO {self.meta.name!r} on {self.backend!r}>"
+
+    # -- reading ---------------------------------------------------------------------
+    def _valid(self, idx: ChunkIndex, stored: np.ndarray) -> np.ndarray:
+        shape = self.meta.chunk_shape(idx)
+        if stored.shape == shape:
+            return stored
+        return stored[tuple(slice(0, n) for n in shape)]
+
+    def fill(self, idx: ChunkIndex) -> np.ndarray:
+        """A chunk of the fill value (valid shape)."""
+        return np.full(self.meta.chunk_shape(idx), self.meta.fillvalue, self.meta.dtype)
+
+    def read_whole(self, idx: ChunkIndex) -> np.ndarray:
+        """Chunk ``idx``'s valid region, or the fill value if it was never written (may be read-only)."""
+        data = self.backend.read_chunk(self.meta, idx)
+        return self.fill(idx) if data is None else self._valid(idx, data)
+
+    def view(self, idx: ChunkIndex) -> np.ndarray:
+        """Chunk ``idx``'s valid region without copying where the backend allows (read-only)."""
+        data = self.backend.read_chunk_view(self.meta, idx)
+        return self.fill(idx) if data is None else self._valid(idx, data)
+
+    def read_part(self, part: ChunkPart) -> tuple[Any, np.ndarray]:
+        """``(output selection, chunk[selection])`` of one part: for engines that return results."""
+        idx, chunk_sel, out_sel = part
+        data = self.backend.read_chunk_part(self.meta, idx, chunk_sel)
+        if data is None:  # broadcast over the output selection
+            data = np.asarray(self.meta.fillvalue, self.meta.dtype)
+        return out_sel, data
+
+    def read_part_into(self, out: np.ndarray, part: ChunkPart) -> None:
+        """Read one chunk's share of a selection straight into ``out``: for engines that share memory."""
+        idx, chunk_sel, out_sel = part
+        target = out[out_sel]
+        meta = self.meta
+        if target.nbytes >= DIRECT_READ_BYTES and target.flags.c_contiguous:
+            shape = meta.chunk_shape(idx)
+            if shape == meta.stored_shape(idx) and covers_chunk(chunk_sel, shape):
+                if not self.backend.read_chunk_into(meta, idx, target.reshape(shape)):
+                    target[...] = meta.fillvalue
+                return
+        data = self.backend.read_chunk_part(meta, idx, chunk_sel)
+        out[out_sel] = meta.fillvalue if data is None else data
+
+    def read_region(self, region: tuple[slice, ...]) -> np.ndarray:
+        """The array's values in ``region`` (unit-step slices), read part by part."""
+        out = np.empty(tuple(s.stop - s.start for s in region), self.meta.dtype)
+        for part in plan(region, self.meta.shape, self.meta.chunk_size).parts():
+            self.read_part_into(out, part)
+        return out
+
+    # -- writing ---------------------------------------------------------------------
+    def write_whole(self, idx: ChunkIndex, values: Any) -> None:
+        """Store ``values`` (the chunk's valid shape) as chunk ``idx``, cast and padded as stored."""
+        meta = self.meta
+        block = np.asarray(values)
+        if block.dtype != meta.dtype:
+            block = block.astype(meta.dtype)
+        stored = meta.stored_shape(idx)
+        if block.shape != stored:
+            padded = np.full(stored, meta.fillvalue, meta.dtype)
+            padded[tuple(slice(0, n) for n in block.shape)] = block
+            block = padded
+        self.backend.write_chunk(meta, idx, block)
+
+    def write_item(self, item: tuple[ChunkIndex, Any]) -> None:
+        """:meth:`write_whole` of an ``(index, values)`` pair (what ``load`` streams)."""
+        self.write_whole(*item)
+
+    def write_part(self, item: tuple[ChunkIndex, ChunkSel, np.ndarray]) -> None:
+        """Write ``values`` into ``chunk[chunk_sel]``: directly if it covers the chunk, else read-modify-write."""
+        idx, chunk_sel, values = item
+        shape = self.meta.chunk_shape(idx)
+        if covers_chunk(chunk_sel, shape):
+            self.write_whole(idx, np.reshape(values, shape))
+            return
+        buf = np.array(self.read_whole(idx))
+        write_selection(buf, chunk_sel, values)
+        self.write_whole(idx, buf)
+
+    def trim(self, idx: ChunkIndex, keep: tuple[int, ...]) -> None:
+        """Reset what lies beyond ``keep`` (a shape, from the chunk's origin) to the fill value."""
+        data = self.backend.read_chunk(self.meta, idx)
+        if data is None:
+            return
+        buf = np.array(data)
+        inside = tuple(slice(0, k) for k in keep)
+        kept = buf[inside].copy()
+        buf[...] = self.meta.fillvalue
+        buf[inside] = kept
+        self.backend.write_chunk(self.meta, idx, buf)
+
+    def delete(self, idx: ChunkIndex) -> None:
+        self.backend.delete_chunk(self.meta, idx)
+
+    # -- chunk to chunk ------------------------------------------------------------------
+    def transform(self, func: Callable[[np.ndarray], Any], target: ChunkIO, idx: ChunkIndex) -> None:
+        """Write ``func(chunk)`` of chunk ``idx`` into ``target``'s chunk ``idx``."""
+        data = np.array(self.read_whole(idx))
+        result = np.asarray(func(data))
+        if result.shape != data.shape:
+            raise ValueError(
+                f"function returned shape {result.shape} for chunk {idx} of shape {data.shape}; "
+                "map/apply functions must keep the shape"
+            )
+        target.write_whole(idx, result)
+
+    def transform_with_halo(
+        self, func: Callable[[np.ndarray], Any], target: ChunkIO, halo: tuple[int, ...], idx: ChunkIndex
+    ) -> None:
+        """Write the core of ``func(block)`` into ``target``'s chunk ``idx``.
+
+        ``block`` is chunk ``idx`` grown by ``halo`` elements on each side
+        (clipped at the array's edges), read from the neighbouring chunks.
+        """
+        meta = self.meta
+        core = meta.chunk_region(idx)
+        grown = tuple(
+            slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(core, halo, meta.shape)
+        )
+        block = self.read_region(grown)
+        result = np.asarray(func(block))
+        if result.shape != block.shape:
+            raise ValueError(
+                f"function returned shape {result.shape} for the block of chunk {idx} with its halo, "
+                f"of shape {block.shape}; map functions must keep the shape"
+            )
+        inner = tuple(slice(s.start - g.start, s.stop - g.start) for s, g in zip(core, grown))
+        target.write_whole(idx, np.ascontiguousarray(result[inner]))
+
+    def copy_to(self, target: ChunkIO, idx: ChunkIndex) -> None:
+        """Copy chunk ``idx`` to ``target`` if it was written."""
+        data = self.backend.read_chunk(self.meta, idx)
+        if data is not None:
+            target.write_whole(idx, self._valid(idx, data))

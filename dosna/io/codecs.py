@@ -1,0 +1,434 @@
+"""How a chunk's bytes are encoded: compression, byte shuffling and checksums.
+
+Everything here is pure (no I/O). A :class:`CodecSpec` is the codec part of a
+dataset's metadata, stored as JSON; :meth:`CodecSpec.compressor` gives the
+object that turns a chunk array into the compressed payload and back, and
+:class:`Framing` lays a payload out as the bytes an object store keeps, with
+crc32c checksums that :meth:`Framing.unframe` verifies.
+
+The payload of a compressed chunk is exactly what the matching HDF5 filter
+pipeline produces (HDF5's shuffle filter, then zstd, lz4, blosc or deflate), so
+the hdf5 backend can store it as the chunk of an ordinary HDF5 dataset that
+h5py reads with :mod:`hdf5plugin` imported.
+
+Compression uses numcodecs and hdf5plugin, checksums the crc32c package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import CodecUnavailableError
+
+__all__ = [
+    "COMPRESSIONS",
+    "CHECKSUM_BLOCK",
+    "CodecError",
+    "CodecSpec",
+    "Compressor",
+    "Framing",
+    "crc32c",
+]
+
+#: Compression names ``create_dataset(compression=...)`` accepts.
+COMPRESSIONS = ("zstd", "lz4", "blosc", "gzip")
+#: Default level (``compression_opts``) and the accepted range, per compression.
+_LEVELS: dict[str, tuple[int, int, int]] = {
+    "zstd": (3, -7, 22),
+    "lz4": (1, 1, 65537),  # numcodecs' "acceleration": higher is faster and compresses less
+    "blosc": (5, 0, 9),
+    "gzip": (4, 0, 9),
+}
+#: Bytes covered by one checksum of an uncompressed chunk: a partial read
+#: verifies only the blocks it touches.
+CHECKSUM_BLOCK = 1 << 16
+_CRC = struct.Struct("<I")
+_INSTALL = "pip install 'dosna[codecs]'"
+
+
+def _crc_module() -> Any:
+    try:
+        return importlib.import_module("crc32c")
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise CodecUnavailableError(f"checksums need the crc32c package: {_INSTALL}") from exc
+
+
+def crc32c(data: Any, value: int = 0) -> int:
+    """The CRC-32C (Castagnoli) of ``data`` (any buffer), continuing from ``value``."""
+    return int(_crc_module().crc32c(data, value))
+
+
+class CodecError(ValueError):
+    """Stored bytes that do not decode; the I/O layer reports it as ChunkCorruptError."""
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """The codec configuration of a dataset: what its chunks' stored bytes are.
+
+    Attributes
+    ----------
+    compression : str or None
+        One of :data:`COMPRESSIONS`, or None for raw bytes.
+    level : int or None
+        The compression level (``compression_opts``); None without compression.
+    shuffle : bool
+        Byte-shuffle elements before compressing (HDF5's shuffle filter).
+    checksum : bool
+        Store crc32c checksums and verify them on every read.
+    checksum_block : int
+        Bytes per checksum of an uncompressed chunk.
+    """
+
+    compression: str | None = None
+    level: int | None = None
+    shuffle: bool = False
+    checksum: bool = False
+    checksum_block: int = CHECKSUM_BLOCK
+
+    @classmethod
+    def create(
+        cls,
+        compression: str | None = None,
+        compression_opts: Any = None,
+        shuffle: bool | None = None,
+        checksum: bool = True,
+    ) -> CodecSpec:
+        """Validate what a user asked for; raise before anything is written.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For an unknown compression, a bad level or non-bool flags.
+        CodecUnavailableError
+            If the packages the codec needs are not installed.
+        """
+        if compression is not None and not isinstance(compression, str):
+            raise TypeError(f"compression must be None or one of {COMPRESSIONS}, not {compression!r}")
+        if compression is not None:
+            compression = compression.lower()
+            if compression == "none":
+                compression = None
+        if compression is not None and compression not in _LEVELS:
+            raise ValueError(f"unknown compression {compression!r}: use None or one of {COMPRESSIONS}")
+        level: int | None = None
+        if compression is None:
+            if compression_opts is not None:
+                raise ValueError("compression_opts needs a compression")
+            if shuffle:
+                raise ValueError("shuffle needs a compression (it only helps compressors)")
+        else:
+            default, low, high = _LEVELS[compression]
+            level = default if compression_opts is None else compression_opts
+            if not isinstance(level, (int, np.integer)) or isinstance(level, (bool, np.bool_)):
+                raise TypeError(f"compression_opts for {compression} must be an int level, not {level!r}")
+            if not low <= level <= high:
+                raise ValueError(
+                    f"compression_opts for {compression} must be in [{low}, {high}], got {level}"
+                )
+            level = int(level)
+        for flag, value in (("shuffle", shuffle), ("checksum", checksum)):
+            if value is not None and not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{flag} must be True or False, not {value!r}")
+        spec = cls(
+            compression,
+            level,
+            bool(compression is not None if shuffle is None else shuffle),
+            bool(checksum),
+        )
+        spec.require()
+        return spec
+
+    # -- JSON ----------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "compression": self.compression,
+            "level": self.level,
+            "shuffle": self.shuffle,
+            "checksum": "crc32c" if self.checksum else None,
+            "checksum_block": self.checksum_block,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> CodecSpec:
+        """Parse the codec part of a metadata document; ValueError if dosna cannot decode it."""
+        if not isinstance(doc, Mapping):
+            raise ValueError("the codec entry is not an object")
+        compression = doc.get("compression")
+        if compression is not None and compression not in _LEVELS:
+            raise ValueError(f"unknown compression {compression!r}")
+        checksum = doc.get("checksum")
+        if checksum not in (None, "crc32c"):
+            raise ValueError(f"unknown checksum {checksum!r}")
+        block = doc.get("checksum_block", CHECKSUM_BLOCK)
+        if not isinstance(block, int) or isinstance(block, bool) or not 1 <= block <= 1 << 30:
+            raise ValueError(f"bad checksum_block {block!r}")
+        level = doc.get("level")
+        shuffle = doc.get("shuffle", False)
+        if not isinstance(shuffle, bool) or (level is not None and not isinstance(level, int)):
+            raise ValueError("bad shuffle or level in the codec entry")
+        if compression is not None:
+            _, low, high = _LEVELS[compression]
+            if level is None or not low <= level <= high:
+                raise ValueError(f"bad level {level!r} for {compression}")
+        return cls(compression, level, shuffle, checksum == "crc32c", block)
+
+    # -- what it takes -------------------------------------------------------------
+    @property
+    def compressed(self) -> bool:
+        return self.compression is not None
+
+    def require(self) -> None:
+        """Raise CodecUnavailableError unless the packages this codec needs are installed."""
+        if self.checksum:
+            _crc_module()
+        if self.compressed:
+            _numcodecs()
+
+    def compressor(self, dtype: np.dtype) -> Compressor:
+        """The compressor for chunks of ``dtype`` (only for compressed specs)."""
+        if self.compression is None or self.level is None:
+            raise ValueError("an uncompressed codec has no compressor")
+        return Compressor(self.compression, self.level, self.shuffle, np.dtype(dtype))
+
+    def describe(self) -> str:
+        """A short human-readable form, e.g. ``"zstd(3)+shuffle, crc32c"``."""
+        parts = [f"{self.compression}({self.level})" + ("+shuffle" if self.shuffle else "")]
+        if not self.compressed:
+            parts = ["none"]
+        if self.checksum:
+            parts.append("crc32c")
+        return ", ".join(parts)
+
+
+def _numcodecs() -> Any:
+    try:
+        importlib.import_module("hdf5plugin")  # HDF5 readers of compressed chunk files need it
+        return importlib.import_module("numcodecs")
+    except ImportError as exc:
+        raise CodecUnavailableError(f"compression needs numcodecs and hdf5plugin: {_INSTALL}") from exc
+
+
+class Compressor:
+    """Shuffle and compress a chunk array into a payload, and back.
+
+    The payload is what HDF5's filter pipeline (shuffle, then the compression
+    filter) would store for the chunk.
+    """
+
+    def __init__(self, compression: str, level: int, shuffle: bool, dtype: np.dtype) -> None:
+        nc = _numcodecs()
+        self.compression, self.level, self.shuffle, self.dtype = compression, level, shuffle, dtype
+        self._shuffle = nc.Shuffle(elementsize=dtype.itemsize) if shuffle and compression != "blosc" else None
+        if compression == "zstd":
+            self._codec = nc.Zstd(level=level)
+        elif compression == "lz4":
+            self._codec = nc.LZ4(acceleration=level)
+        elif compression == "gzip":
+            self._codec = nc.Zlib(level=level)  # HDF5's "gzip" filter is deflate in zlib format
+        else:
+            self._codec = nc.Blosc(
+                cname="lz4", clevel=level, shuffle=nc.Blosc.SHUFFLE if shuffle else nc.Blosc.NOSHUFFLE
+            )
+
+    def compress(self, data: np.ndarray) -> bytes:
+        """The payload of a C-contiguous chunk array."""
+        flat = np.ascontiguousarray(data).reshape(-1)
+        if self.compression == "blosc":
+            return bytes(self._codec.encode(flat))
+        raw: Any = flat.view(np.uint8)
+        if self._shuffle is not None:
+            raw = self._shuffle.encode(raw)
+        payload = self._codec.encode(raw)
+        if self.compression == "lz4":
+            payload = _lz4_to_hdf5(bytes(payload), flat.nbytes)
+        return bytes(payload)
+
+    def decompress(self, payload: Any, out: np.ndarray) -> None:
+        """Decode ``payload`` into the C-contiguous array ``out``; CodecError if it does not fit."""
+        flat = out.reshape(-1).view(np.uint8)
+        if not flat.size:
+            return
+        try:
+            if self.compression == "lz4":
+                payload = _lz4_from_hdf5(payload, flat.nbytes)
+            raw = self._codec.decode(payload)
+            if self._shuffle is not None:
+                raw = self._shuffle.decode(raw)
+            data = np.frombuffer(raw, np.uint8)
+        except CodecError:
+            raise
+        except Exception as exc:  # every codec library has its own error types
+            raise CodecError(f"{self.compression} payload does not decode ({exc})") from exc
+        if data.size != flat.size:
+            raise CodecError(f"decodes to {data.size} bytes, expected {flat.size}")
+        flat[...] = data
+
+
+# HDF5's lz4 filter (id 32004) frames the data as: original size (u64, big
+# endian), block size (u32), then per block its compressed size (u32) and the
+# block; numcodecs' LZ4 prefixes one block with its size (u32, little endian).
+_LZ4_HEAD = struct.Struct(">QI")
+_LZ4_BLOCK = struct.Struct(">I")
+
+
+def _lz4_to_hdf5(numcodecs_payload: bytes, nbytes: int) -> bytes:
+    block = numcodecs_payload[4:]
+    return _LZ4_HEAD.pack(nbytes, nbytes) + _LZ4_BLOCK.pack(len(block)) + block
+
+
+def _lz4_from_hdf5(payload: Any, nbytes: int) -> bytes:
+    view = memoryview(payload).cast("B")
+    if len(view) < _LZ4_HEAD.size + _LZ4_BLOCK.size:
+        raise CodecError("lz4 payload too short")
+    total, block = _LZ4_HEAD.unpack_from(view)
+    (size,) = _LZ4_BLOCK.unpack_from(view, _LZ4_HEAD.size)
+    if total != nbytes or block != nbytes or size != len(view) - _LZ4_HEAD.size - _LZ4_BLOCK.size:
+        raise CodecError("lz4 payload framing does not match the chunk")
+    return struct.pack("<I", nbytes) + bytes(view[_LZ4_HEAD.size + _LZ4_BLOCK.size :])
+
+
+class Framing:
+    """The bytes an object store keeps for a chunk: the payload and its checksums.
+
+    - Uncompressed, with checksums: the raw bytes in blocks of ``checksum_block``,
+      each followed by its crc32c (4 bytes, little endian); a byte range of the
+      chunk maps to one range of the object that carries its own checksums.
+    - Compressed, with checksums: the payload followed by its crc32c.
+    - Without checksums: the raw bytes or the payload alone.
+    """
+
+    def __init__(self, spec: CodecSpec, dtype: np.dtype) -> None:
+        self.spec = spec
+        self.dtype = np.dtype(dtype)
+        self.block = spec.checksum_block
+        self.compressor = spec.compressor(dtype) if spec.compressed else None
+
+    # -- geometry of uncompressed objects -----------------------------------------
+    def stored_size(self, nbytes: int) -> int | None:
+        """The object size of an uncompressed chunk of ``nbytes`` (None when compressed)."""
+        if self.compressor is not None:
+            return None
+        if not self.spec.checksum:
+            return nbytes
+        return nbytes + _CRC.size * math.ceil(nbytes / self.block)
+
+    def stored_range(self, offset: int, length: int) -> tuple[int, int]:
+        """The object range ``(start, length)`` holding the raw bytes ``[offset, offset + length)``.
+
+        With checksums it covers whole blocks and their checksums.
+        """
+        if not self.spec.checksum:
+            return offset, length
+        first, last = offset // self.block, (offset + length - 1) // self.block
+        start = first * (self.block + _CRC.size)
+        stop = (last + 1) * (self.block + _CRC.size)
+        return start, stop - start
+
+    # -- encoding --------------------------------------------------------------------
+    def frame(self, data: np.ndarray) -> bytes | bytearray | memoryview:
+        """The stored bytes of a C-contiguous chunk array."""
+        if self.compressor is not None:
+            payload = self.compressor.compress(data)
+            return payload + _CRC.pack(crc32c(payload)) if self.spec.checksum else payload
+        raw = memoryview(np.ascontiguousarray(data).reshape(-1)).cast("B")
+        if not self.spec.checksum:
+            return raw
+        return self._interleave(raw)
+
+    def _interleave(self, raw: memoryview) -> bytearray:
+        n, block, step = len(raw), self.block, self.block + _CRC.size
+        out = bytearray(self.stored_size(n) or 0)
+        full = n // block
+        if full:
+            grid = np.frombuffer(out, np.uint8, full * step).reshape(full, step)
+            grid[:, :block] = np.frombuffer(raw, np.uint8, full * block).reshape(full, block)
+            grid[:, block:] = self.block_crcs(raw[: full * block]).view(np.uint8).reshape(full, _CRC.size)
+        if n % block:
+            tail = raw[full * block :]
+            start = full * step
+            out[start : start + len(tail)] = tail
+            _CRC.pack_into(out, start + len(tail), crc32c(tail))
+        return out
+
+    def block_crcs(self, raw: Any) -> np.ndarray:
+        """The crc32c of every ``checksum_block`` bytes of ``raw`` (little-endian uint32)."""
+        view = memoryview(raw).cast("B")
+        block = self.block
+        return np.array([crc32c(view[i : i + block]) for i in range(0, len(view), block)], dtype="<u4")
+
+    # -- decoding -------------------------------------------------------------------
+    def max_stored_size(self, nbytes: int) -> int:
+        """An upper bound of the object size of a chunk of ``nbytes`` raw bytes."""
+        exact = self.stored_size(nbytes)
+        # compressors expand incompressible data by well under 1 % plus a header
+        return exact if exact is not None else nbytes + nbytes // 64 + 4096
+
+    def unframe_into(self, stored: Any, out: np.ndarray) -> None:
+        """Verify and decode a whole stored chunk into the C-contiguous ``out``; CodecError if damaged."""
+        view = memoryview(stored).cast("B")
+        if self.compressor is not None:
+            if self.spec.checksum:
+                if len(view) < _CRC.size:
+                    raise CodecError(f"{len(view)} bytes, too short for a checksum")
+                payload, (expected,) = view[: -_CRC.size], _CRC.unpack_from(view, len(view) - _CRC.size)
+                if crc32c(payload) != expected:
+                    raise CodecError("checksum mismatch")
+                view = payload
+            self.compressor.decompress(view, out)
+            return
+        size = self.stored_size(out.nbytes)
+        if len(view) != size:
+            raise CodecError(f"{len(view)} bytes, expected {size}")
+        flat = out.reshape(-1).view(np.uint8)
+        if self.spec.checksum:
+            self._deinterleave(view, 0, flat)
+        else:
+            flat[...] = np.frombuffer(view, np.uint8)
+
+    def unframe_range(self, stored: Any, offset: int, length: int) -> np.ndarray:
+        """The raw bytes ``[offset, offset + length)`` from the object range :meth:`stored_range` gave."""
+        _, expected = self.stored_range(offset, length)
+        view = memoryview(stored).cast("B")
+        if not self.spec.checksum:
+            if len(view) != expected:
+                raise CodecError(f"range of {len(view)} bytes, expected {expected}")
+            return np.frombuffer(view, np.uint8)
+        first = offset // self.block
+        out = np.empty(len(view) - _CRC.size * math.ceil(len(view) / (self.block + _CRC.size)), np.uint8)
+        if len(view) > expected or len(view) < _CRC.size + 1:
+            raise CodecError(f"range of {len(view)} bytes, expected {expected}")
+        self._deinterleave(view, first, out)
+        skip = offset - first * self.block
+        if skip + length > out.size:
+            raise CodecError("the object is shorter than the chunk")
+        return out[skip : skip + length]
+
+    def _deinterleave(self, view: memoryview, first_block: int, out: np.ndarray) -> None:
+        """Copy the data of interleaved blocks into ``out`` (uint8), verifying each checksum."""
+        block, step = self.block, self.block + _CRC.size
+        full = min(len(view) // step, out.size // block)
+        if full:
+            grid = np.frombuffer(view, np.uint8, full * step).reshape(full, step)
+            out[: full * block].reshape(full, block)[...] = grid[:, :block]
+            stored = grid[:, block:].copy().view("<u4").reshape(-1)
+            actual = self.block_crcs(out[: full * block])
+            if not np.array_equal(stored, actual):
+                bad = int(np.flatnonzero(stored != actual)[0]) + first_block
+                raise CodecError(f"checksum mismatch in block {bad}")
+        rest = view[full * step :]
+        tail = out.size - full * block
+        if tail or len(rest):
+            if len(rest) != tail + _CRC.size:
+                raise CodecError(f"{len(view)} stored bytes do not hold {out.size} data bytes")
+            data, (expected,) = rest[:tail], _CRC.unpack_from(rest, tail)
+            if crc32c(data) != expected:
+                raise CodecError(f"checksum mismatch in block {first_block + full}")
+            out[full * block :] = np.frombuffer(data, np.uint8)
