@@ -94,6 +94,8 @@ fi
 
 echo "== lint (ruff)"
 "$PY" -m ruff check dosna tests benchmarks examples
+echo "== type check (mypy)"
+"$PY" -m mypy dosna
 
 # A throw-away Ceph cluster (RADOS + S3 via radosgw) on 127.0.0.1 for the ceph and s3 backends.
 CEPH_OURS=0

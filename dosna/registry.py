@@ -160,7 +160,7 @@ def status(show: bool = True) -> dict[str, Any]:
     show : bool, default True
         Also print a short report.
     """
-    info = {
+    info: dict[str, Any] = {
         "backend": _selected.backend,
         "engine": _selected.engine,
         "engine_options": dict(_selected.engine_options),

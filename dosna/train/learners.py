@@ -251,7 +251,7 @@ class TorchLearner(Learner):
     """Any ``torch.nn.Module`` classifier, trained with Adam on the CPU."""
 
     def __init__(self, module: Any, lr: float = 0.003, **hyper: Any) -> None:
-        import torch  # type: ignore[import-not-found]
+        import torch
 
         self.torch, self.module = torch, module
         self.optimizer = torch.optim.Adam(module.parameters(), lr=lr)
@@ -302,7 +302,7 @@ def torch_mlp(
 ) -> TorchLearner:
     """The same MLP in PyTorch (needs ``torch``)."""
     try:
-        import torch  # type: ignore[import-not-found]
+        import torch
     except ImportError as exc:
         raise ImportError("the torch-mlp learner needs PyTorch: pip install torch") from exc
     torch.manual_seed(seed)
