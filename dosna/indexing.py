@@ -191,7 +191,7 @@ class Selection:
     def to_numpy(self, canonical: np.ndarray) -> Any:
         """Turn a canonical result into what NumPy returns for the key."""
         out = canonical
-        if self.array_first:
+        if self.array_first and self.array_axis is not None:
             out = np.moveaxis(out, self.array_axis, 0)
         if out.shape != self.numpy_shape:
             out = out.reshape(self.numpy_shape)
@@ -199,7 +199,7 @@ class Selection:
 
     def from_numpy(self, value: np.ndarray) -> np.ndarray:
         """Turn a value shaped like NumPy's result into the canonical layout."""
-        if self.array_first:
+        if self.array_first and self.array_axis is not None:
             moved = list(self.shape)
             moved.insert(0, moved.pop(self.array_axis))
             return np.moveaxis(value.reshape(moved), 0, self.array_axis)
@@ -388,6 +388,7 @@ def read_selection(chunk: np.ndarray, sel: ChunkSel) -> np.ndarray:
     for s in sel:
         if s.__class__ is np.ndarray:
             basic, axis, arr = _split_array(sel)
+            assert arr is not None
             return np.take(chunk[basic], arr, axis=axis)
     return chunk[sel]
 
@@ -413,7 +414,8 @@ def selected_fraction(sel: ChunkSel, chunk_shape: Sequence[int]) -> float:
             count = len(range(first, stop, step))
             extent = (count - 1) * abs(step) + 1 if count else 0
         else:
-            extent = int(s.max() - s.min() + 1) if len(s) else 0
+            arr = np.asarray(s)
+            extent = int(arr.max() - arr.min() + 1) if arr.size else 0
         fraction *= extent / n if n else 0.0
     return fraction
 

@@ -281,7 +281,7 @@ class DatasetMeta:
         try:
             t = tuple(int(i) for i in idx)
         except TypeError:
-            t = (int(idx),)  # type: ignore[arg-type]
+            t = (int(idx),)  # type: ignore[call-overload]
         grid = self.chunk_grid
         if len(t) != len(grid) or any(not 0 <= i < g for i, g in zip(t, grid)):
             raise IndexError(f"chunk index {t} is outside the chunk grid {grid}")

@@ -677,10 +677,11 @@ class ModelStore:
         engine = self.connection.engine
         for _ in range(_ALLOCATION_ATTEMPTS):
             # Any dataset with a manifest's name takes its number, valid or not.
-            version, run_id = engine.collective(
+            reserved: list[Any] = engine.collective(
                 lambda: [max(self._candidates().get(model, [0])) + 1, secrets.token_hex(16)]
             )
-            manifest = {
+            version, run_id = int(reserved[0]), str(reserved[1])
+            manifest: dict[str, Any] = {
                 "format": MANIFEST_FORMAT,
                 "format_version": MANIFEST_VERSION,
                 "model": model,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import zlib
 from functools import partial
 from typing import Any
 
@@ -28,6 +29,7 @@ import pytest
 
 from .connection import Connection
 from .errors import (
+    ChunkCorruptError,
     ConnectionClosedError,
     DatasetExistsError,
     DatasetNotFoundError,
@@ -39,9 +41,67 @@ try:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 except ImportError:  # pragma: no cover
-    st = None
+    st = None  # type: ignore[assignment]
 
-__all__ = ["ConformanceSuite", "index_cases", "make_connection", "random_array", "under_mpiexec"]
+__all__ = [
+    "CODECS",
+    "ConformanceSuite",
+    "CodecCyclingConnection",
+    "flip_stored_bit",
+    "index_cases",
+    "make_connection",
+    "random_array",
+    "under_mpiexec",
+]
+
+#: The compressions the suite cycles through (checksums on with every one).
+CODECS: tuple[str | None, ...] = (None, "zstd", "lz4", "blosc", "gzip")
+
+
+def codec_for(name: str) -> str | None:
+    """The compression the suite gives dataset ``name`` (the same on every MPI rank)."""
+    return CODECS[zlib.crc32(name.encode()) % len(CODECS)]
+
+
+class CodecCyclingConnection(Connection):
+    """A connection whose datasets get compressions in turn (by name), checksums on.
+
+    The conformance suite runs on it, so every behaviour is checked with every
+    codec; a test that asks for a compression gets that one.
+    """
+
+    def create_dataset(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if "compression" not in kwargs and isinstance(name, str):
+            kwargs["compression"] = codec_for(name)
+        return super().create_dataset(name, *args, **kwargs)
+
+
+def flip_stored_bit(connection: Connection, name: str, idx: tuple[int, ...], position: float = 0.5) -> str:
+    """Flip one bit of chunk ``idx`` of dataset ``name`` as stored, at ``position`` (0..1) of its bytes.
+
+    Works below the dataset layer, on what the backend keeps (a file or an
+    object). Returns the chunk's location. Call it on one process only.
+    """
+    from .backends.objects import EncodedObjectBackend
+
+    backend = connection.backend
+    meta = connection[name].meta
+    where = backend.chunk_location(meta, idx)
+    if isinstance(backend, EncodedObjectBackend):
+        raw = bytearray(backend.fetch(meta, idx, (0, 1 << 40)) or b"")
+        at = min(len(raw) - 1, int(position * len(raw)))
+        raw[at] ^= 1 << (at % 8)
+        backend.store(meta, idx, bytes(raw))
+    else:
+        with open(where, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            at = min(size - 1, int(position * size))
+            f.seek(at)
+            byte = f.read(1)[0]
+            f.seek(at)
+            f.write(bytes([byte ^ (1 << (at % 8))]))
+    return where
+
 
 BAD_NAMES = ["", ".hidden", "../x", "a/b", "a\0b", "x" * 201, "sp ace", "é", "a\\b", None, 3]
 DTYPES = ["?", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16", ">i4", ">f8"]
@@ -54,7 +114,7 @@ def box_sum(array: np.ndarray, radius: tuple[int, ...]) -> np.ndarray:
         if r:
             padded = np.pad(out, [(r, r) if a == axis else (0, 0) for a in range(out.ndim)], mode="edge")
             n = out.shape[axis]
-            out = sum(np.take(padded, range(k, k + n), axis=axis) for k in range(2 * r + 1))
+            out = np.sum([np.take(padded, range(k, k + n), axis=axis) for k in range(2 * r + 1)], axis=0)
     return out
 
 
@@ -161,7 +221,7 @@ def make_connection(
         if not connection:
             raise ValueError(f"the {backend} backend needs a connection name (pool or bucket)")
         name = connection
-    return Connection(name, backend=backend, engine=engine, engine_kw=engine_kw or {}, **options)
+    return CodecCyclingConnection(name, backend=backend, engine=engine, engine_kw=engine_kw or {}, **options)
 
 
 def _examples() -> int:
@@ -174,7 +234,7 @@ def under_mpiexec() -> bool:
 
 
 # Under mpiexec every rank must draw the same cases, in the same order.
-_HYPOTHESIS_MPI = {"derandomize": True, "database": None} if under_mpiexec() else {}
+_HYPOTHESIS_MPI: dict[str, Any] = {"derandomize": True, "database": None} if under_mpiexec() else {}
 
 
 class ConformanceSuite:
@@ -346,7 +406,12 @@ class ConformanceSuite:
         reads: list = []
         backend = connection.backend
         original = backend.read_chunk
-        monkeypatch.setattr(backend, "read_chunk", lambda m, i: reads.append(i) or original(m, i))
+
+        def counting(m: Any, i: tuple[int, ...]) -> Any:
+            reads.append(i)
+            return original(m, i)
+
+        monkeypatch.setattr(backend, "read_chunk", counting)
         self.sync(connection)
         ds[...] = 1
         self.sync(connection)
@@ -379,7 +444,7 @@ class ConformanceSuite:
         ds = connection["m2"]
         ds.delete()
         assert "m2" not in connection
-        assert 5 not in connection  # type: ignore[operator]
+        assert 5 not in connection
 
     @pytest.mark.parametrize("bad", BAD_NAMES)
     def test_bad_names_refused_before_io(self, connection: Connection, bad: Any) -> None:
@@ -566,6 +631,137 @@ class ConformanceSuite:
         for bad in [(3, 0), (0, 2), (0,), (-1, 0)]:
             with pytest.raises(IndexError):
                 ds.get_chunk(bad)
+
+    # -- codecs and checksums --------------------------------------------------
+    @pytest.mark.parametrize("compression", CODECS)
+    def test_codecs_round_trip_and_report(self, connection: Connection, compression: str | None) -> None:
+        name = self.new_name("codec")
+        data = (
+            np.linspace(0, 1, 30 * 20 * 10).reshape(30, 20, 10) + random_array((30, 20, 10), "f4", 3) * 1e-3
+        ).astype("f4")
+        ds = connection.create_dataset(name, data=data, chunks=(16, 8, 10), compression=compression)
+        assert ds.compression == compression and ds.checksum
+        assert ds.shuffle == (compression is not None)
+        assert (ds.compression_opts is None) == (compression is None)
+        assert _same(connection[name][...], data)
+        assert _same(ds[3:27:2, 5, ::-1], data[3:27:2, 5, ::-1])
+        self.sync(connection)
+        ds[1:5, 1:5, 1:5] = -1  # partial writes go through decode and encode
+        data[1:5, 1:5, 1:5] = -1
+        self.sync(connection)
+        assert _same(ds[...], data)
+        assert ds.nbytes_stored > 0 and len(ds.stored_chunks()) == 6
+        other = connection[name]
+        assert (other.compression, other.compression_opts, other.shuffle) == (
+            ds.compression,
+            ds.compression_opts,
+            ds.shuffle,
+        )
+
+    @pytest.mark.parametrize("compression", [None, "zstd"])
+    @pytest.mark.parametrize("position", [0.0, 0.3, 0.999])
+    def test_flipped_bit_raises_chunk_corrupt(
+        self, connection: Connection, compression: str | None, position: float
+    ) -> None:
+        name = self.new_name("flip")
+        data = random_array((40, 30), "f8", 5)
+        ds = connection.create_dataset(name, data=data, chunks=(20, 30), compression=compression)
+        self.sync(connection)
+        where = ""
+        if connection.mpi_is_root:
+            where = flip_stored_bit(connection, name, (1, 0), position)
+        self.sync(connection)
+        for key in [(slice(20, 40),), (Ellipsis,), (slice(None), 3)] + ([(39, 29)] if position > 0.9 else []):
+            with pytest.raises(ChunkCorruptError) as err:
+                ds[key]
+            assert name in str(err.value) and "(1, 0)" in str(err.value)
+            if where:
+                assert where in str(err.value)
+        assert _same(ds[:20], data[:20])  # the other chunk is intact
+
+    def test_unknown_codec_in_metadata_is_corrupt(self, connection: Connection) -> None:
+        import json
+
+        from .errors import MetadataCorruptError
+
+        name = self.new_name("badcodec")
+        ds = connection.create_dataset(name, shape=(4,), chunks=2)
+        doc = json.loads(ds.meta.to_json())
+        doc["codec"]["compression"] = "snappy-9000"
+        self.sync(connection)
+        if connection.mpi_is_root:
+            connection.backend.update_meta(name, json.dumps(doc).encode())
+        self.sync(connection)
+        with pytest.raises(MetadataCorruptError, match="snappy-9000"):
+            connection[name]
+
+    # -- resize and append (NumPy as the oracle) ------------------------------------
+    def test_resize_grow_shrink_regrow(self, connection: Connection) -> None:
+        name = self.new_name("resize")
+        data = random_array((10, 7), "i4", 11)
+        ds = connection.create_dataset(name, data=data, chunks=(4, 3), fillvalue=-5)
+        expected = np.full((13, 9), -5, "i4")
+        expected[:10, :7] = data
+        ds.resize((13, 9))
+        assert ds.shape == (13, 9) and _same(ds[...], expected)
+        ds.resize((5, 2))  # cuts through chunks on both axes and drops whole ones
+        assert ds.shape == (5, 2) and _same(ds[...], data[:5, :2])
+        assert all(i * 4 < 5 and j * 3 < 2 for i, j in ds.stored_chunks())
+        ds.resize((10, 7))  # what was cut away never comes back
+        expected = np.full((10, 7), -5, "i4")
+        expected[:5, :2] = data[:5, :2]
+        assert _same(ds[...], expected) and _same(connection[name][...], expected)
+        ds.resize((0, 7))
+        assert ds.shape == (0, 7) and ds[...].shape == (0, 7) and ds.stored_chunks() == []
+        ds.resize((3, 1))
+        assert _same(ds[...], np.full((3, 1), -5, "i4"))
+        for bad in [(3,), (3, 1, 1), (-1, 2)]:
+            with pytest.raises(ValueError):
+                ds.resize(bad)
+
+    @pytest.mark.parametrize("axis", [0, 1, 2, -1])
+    def test_append_on_every_axis(self, connection: Connection, axis: int) -> None:
+        name = self.new_name("append")
+        data = random_array((5, 4, 3), "f4", 12)
+        ds = connection.create_dataset(name, data=data, chunks=(2, 3, 2))
+        expected = data
+        for step in range(3):
+            shape = list(expected.shape)
+            shape[axis] = step + 1
+            block = random_array(tuple(shape), "f4", 20 + step)
+            ds.append(block, axis=axis)
+            expected = np.concatenate([expected, block], axis=axis)
+            assert ds.shape == expected.shape and _same(ds[...], expected)
+        one = np.take(expected, [0], axis=axis).squeeze(axis)  # one element of the axis
+        ds.append(one, axis=axis)
+        expected = np.concatenate([expected, np.expand_dims(one, axis)], axis=axis)
+        assert _same(connection[name][...], expected)
+        with pytest.raises(ValueError):
+            ds.append(np.zeros((9, 9, 9)), axis=axis)
+        with pytest.raises(ValueError):
+            ds.append(
+                np.array(["x"]).repeat(expected.size // expected.shape[axis]).reshape(one.shape), axis=axis
+            )
+        assert ds.shape == expected.shape  # refused before anything changed
+
+    def test_append_to_empty_axis(self, connection: Connection) -> None:
+        name = self.new_name("grow")
+        ds = connection.create_dataset(name, shape=(0, 3), dtype="i8", chunks=(4, 3))
+        rows = np.arange(30).reshape(10, 3)
+        for i in range(0, 10, 3):
+            ds.append(rows[i : i + 3])
+        assert ds.shape == (10, 3) and _same(ds[...], rows)
+
+    def test_stale_handle_sees_resize(self, connection: Connection) -> None:
+        name = self.new_name("stale")
+        ds = connection.create_dataset(name, data=np.arange(10.0), chunks=4)
+        other = connection[name]
+        ds.resize((4,))
+        assert _same(other[...], np.arange(4.0)) and other.shape == (4,)
+        with pytest.raises(IndexError):
+            other[7]
+        ds.append(np.ones(3))
+        assert other[...].shape == (7,)
 
     # -- NumPy oracle (hypothesis) ---------------------------------------------
     if st is not None:

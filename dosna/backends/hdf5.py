@@ -136,12 +136,12 @@ def _filters(dcpl: Any, spec: CodecSpec, dtype: np.dtype) -> None:
         dcpl.set_deflate(spec.level)
         return
     if spec.compression == "zstd":
-        plugin = hdf5plugin.Zstd(clevel=spec.level)
+        plugin = hdf5plugin.Zstd(clevel=int(spec.level or 0))
     elif spec.compression == "lz4":
         plugin = hdf5plugin.LZ4()
     else:
         shuffle = hdf5plugin.Blosc.SHUFFLE if spec.shuffle else hdf5plugin.Blosc.NOSHUFFLE
-        plugin = hdf5plugin.Blosc(cname="lz4", clevel=spec.level, shuffle=shuffle)
+        plugin = hdf5plugin.Blosc(cname="lz4", clevel=int(spec.level or 0), shuffle=shuffle)
     dcpl.set_filter(plugin.filter_id, h5py.h5z.FLAG_OPTIONAL, plugin.filter_options)
 
 
@@ -477,7 +477,7 @@ class Hdf5Backend(Backend):
             ub_size = _raw_userblock_size(meta, out.nbytes)
             if size == ub_size + offset + out.nbytes + len(trailer):
                 ub, head, tail = bytearray(ub_size), bytearray(len(header)), bytearray(len(trailer))
-                got = os.readv(fd, [ub, head, out.reshape(-1).view(np.uint8), tail])
+                got = os.readv(fd, [ub, head, out.reshape(-1).view(np.uint8).data, tail])
                 if got == size and head == header:
                     if not meta.codec.checksum:
                         return True

@@ -104,7 +104,9 @@ class EncodedObjectBackend(Backend):
     """
 
     @abstractmethod
-    def fetch(self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]) -> bytes | None:
+    def fetch(
+        self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]
+    ) -> bytes | memoryview | None:
         """The bytes ``(offset, length)`` of chunk ``idx``'s object (fewer where the
         object ends first), or None if the chunk is missing."""
 

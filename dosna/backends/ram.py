@@ -89,7 +89,7 @@ class RamBackend(EncodedObjectBackend):
 
     def fetch(
         self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]
-    ) -> memoryview | None:
+    ) -> bytes | memoryview | None:
         data = self._chunks(meta.name).get(idx)
         if data is None:
             return None

@@ -73,12 +73,12 @@ def run_in_threads(func: Callable[[T], Any], items: Iterable[T], threads: int) -
             pending.add(pool.submit(func, item))
             if len(pending) >= 4 * threads:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                errors.extend(f.exception() for f in done if f.exception() is not None)
+                errors.extend(e for e in (f.exception() for f in done) if e is not None)
                 if errors:
                     break
     finally:
         done, _ = wait(pending)  # never return while tasks still run
-    errors.extend(f.exception() for f in done if f.exception() is not None)
+    errors.extend(e for e in (f.exception() for f in done) if e is not None)
     if errors:
         raise errors[0]
 

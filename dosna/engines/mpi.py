@@ -140,7 +140,9 @@ class MpiEngine(Engine):
 
     def _bcast_json(self, payload: str | None, what: str) -> str:
         """Broadcast a JSON text from the root with a deadline (no pickling)."""
-        data = np.frombuffer(payload.encode(), dtype=np.uint8) if self.is_root else None
+        data = (
+            np.frombuffer(payload.encode(), dtype=np.uint8) if self.is_root and payload is not None else None
+        )
         length = np.array([len(data) if data is not None else 0], dtype=np.int64)
         self._wait(self.comm.Ibcast(length, root=0), what)
         buf = data.copy() if data is not None else np.empty(int(length[0]), dtype=np.uint8)
@@ -164,8 +166,10 @@ class MpiEngine(Engine):
             problem = exc
         self._agree(
             problem,
-            getattr(func, "__name__", None)
-            or getattr(getattr(func, "func", None), "__name__", "a collective step"),
+            str(
+                getattr(func, "__name__", None)
+                or getattr(getattr(func, "func", None), "__name__", "a collective step")
+            ),
         )
 
     def collective(self, func: Callable[[], T]) -> T:

@@ -227,7 +227,9 @@ def derived_meta(source: DatasetMeta, name: str, dtype: Any, attrs: dict[str, An
     fill = source.fillvalue
     if dt != source.dtype:
         fill = np.asarray(fill).astype(dt).item()
-    return DatasetMeta.create(name, source.shape, dt, fill, source.chunk_size, attrs, source.codec)
+    # a copy of a format-1 dataset (raw, no checksums by necessity) gets today's defaults
+    codec = source.codec if source.format >= 2 else None
+    return DatasetMeta.create(name, source.shape, dt, fill, source.chunk_size, attrs, codec)
 
 
 # -- resizing ----------------------------------------------------------------------------

@@ -338,7 +338,7 @@ class Framing:
         if self.compressor is not None:
             payload = self.compressor.compress(data)
             return payload + _CRC.pack(crc32c(payload)) if self.spec.checksum else payload
-        raw = memoryview(np.ascontiguousarray(data).reshape(-1)).cast("B")
+        raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
         if not self.spec.checksum:
             return raw
         return self._interleave(raw)

@@ -27,9 +27,10 @@ R = TypeVar("R")
 class ChunkBackend(Protocol):
     """Chunk storage: what :class:`dosna.io.chunks.ChunkIO` and the array operations call."""
 
-    name: str
-    shared_between_processes: bool
-
+    @property
+    def name(self) -> str: ...
+    @property
+    def shared_between_processes(self) -> bool: ...
     @property
     def location(self) -> str: ...
     @property
@@ -65,10 +66,12 @@ class PartReader(Protocol):
 class TaskEngine(Protocol):
     """Runs chunk tasks with a given concurrency; collective steps for multi-process jobs."""
 
-    name: str
-    rank: int
-    size: int
-
+    @property
+    def name(self) -> str: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def size(self) -> int: ...
     @property
     def is_root(self) -> bool: ...
 
