@@ -90,7 +90,7 @@ def test_newer_metadata_format_is_refused_clearly(con, tmp_path):
     doc = json.loads(path.read_text())
     doc["dosna_format"] = 3
     path.write_text(json.dumps(doc))
-    with pytest.raises(MetadataCorruptError, match="format 3 is not supported.*upgrade dosna"):
+    with pytest.raises(MetadataCorruptError, match=r"format 3 is not supported.*upgrade dosna"):
         con["m"]
 
 
@@ -114,7 +114,7 @@ def test_format1_store_keeps_opening_reading_and_writing(tmp_path):
         assert again["ints"][9] == 9
         doc = json.loads((tmp_path / "old" / "store" / "cube" / ".dosna.json").read_text())
         assert doc["dosna_format"] == 1 and "codec" not in doc and doc["attrs"] == {"units": "K", "more": 1}
-        with pytest.raises(MetadataCorruptError, match="format 1.*clone"):
+        with pytest.raises(MetadataCorruptError, match=r"format 1.*clone"):
             cube.resize((6, 6, 7))
         copy = cube.clone("cube2", data=True)  # a copy gets today's format
         assert copy.meta.format == 2 and copy.checksum
