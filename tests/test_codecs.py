@@ -29,7 +29,9 @@ def test_defaults_and_aliases(con):
     assert (ds.compression, ds.compression_opts, ds.shuffle, ds.checksum) == (None, None, False, True)
     z = con.create_dataset("z", shape=(4,), compression="zstd")
     assert (z.compression, z.compression_opts, z.shuffle, z.checksum) == ("zstd", 3, True, True)
-    g = con.create_dataset("g", shape=(4,), compression="gzip", compression_opts=9, shuffle=False, checksum=False)
+    g = con.create_dataset(
+        "g", shape=(4,), compression="gzip", compression_opts=9, shuffle=False, checksum=False
+    )
     assert (g.compression, g.compression_opts, g.shuffle, g.checksum) == ("gzip", 9, False, False)
     with pytest.raises(TypeError, match="not both"):
         con.create_dataset("x", shape=(4,), chunk_size=2, chunks=2)
