@@ -6,6 +6,13 @@ Workloads (the sizes of ../docs/benchmarks.md):
   random chunk-aligned 64^3 reads, 100 random unaligned 100^3 reads, 1000 row
   reads ``ds[i, j, :]``.
 - W2: float32 (1024, 1024), chunks (32, 32) (4 KiB chunks): full write, full read.
+- W1z: W1's shape and chunks holding a compressible field (smooth waves plus
+  noise), zstd level 3 with byte shuffling: full write, full read, and the
+  compression ratio (raw bytes / stored bytes).
+
+dosna runs with its defaults (checksums on); ``dosna-<backend>-nocrc`` is the
+same with ``checksum=False``, so the cost of checksums is a ratio of two dosna
+rows of one run.
 
 When the dev Ceph cluster runs (``eval "$(scripts/ceph-dev.sh env)"``), dosna's
 ceph and s3 backends join, next to zarr on the same radosgw (obstore client).
@@ -53,13 +60,16 @@ class Workload:
     unaligned: int = 100
     n_rows: int = 1000
     data: np.ndarray = field(default=None, repr=False)
+    compressible: bool = False
 
 
 class System:
     """One storage system under test: make an array, then write/read it."""
 
     name = ""
-    family = ""  # "memory" or "file": which peers a dosna backend is compared with
+    family = ""  # "memory", "file", "object" or "codec": which peers a dosna system is compared with
+    #: the workloads this system runs
+    workloads: tuple[str, ...] = ("W1", "W2")
 
     def __init__(self, workdir: str) -> None:
         self.workdir = workdir
@@ -72,6 +82,13 @@ class System:
 
     def read(self, key) -> np.ndarray:
         return np.asarray(self.array[key])
+
+    def stored_bytes(self) -> int:
+        """Bytes the array takes where it is stored (files under its directory by default)."""
+        total = 0
+        for root, _, files in os.walk(os.path.join(self.workdir, self.name)):
+            total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+        return total
 
     def close(self) -> None:
         self.array = None
@@ -90,11 +107,14 @@ class NumpyCopy(System):
 
 
 class DosnaSystem(System):
-    def __init__(self, workdir, backend, family, connection=None, **options):
+    def __init__(self, workdir, backend, family, connection=None, suffix="", create=None, **options):
         super().__init__(workdir)
-        self.name, self.family = f"dosna-{backend}", family
+        self.name, self.family = f"dosna-{backend}{suffix}", family
         self.backend, self.options = backend, options
         self.connection = connection or f"bench-{os.getpid()}"
+        self.create_options = dict(create or {})
+        if family == "codec":
+            self.workloads = ("W1z",)
 
     def create(self, wl):
         if self.backend == "hdf5":
@@ -102,10 +122,15 @@ class DosnaSystem(System):
         self.con = dn.Connection(self.connection, backend=self.backend, **self.options).connect()
         with contextlib.suppress(dn.DatasetNotFoundError):
             self.con.del_dataset(wl.name)
-        self.array = self.con.create_dataset(wl.name, shape=wl.shape, dtype="f4", chunk_size=wl.chunks)
+        self.array = self.con.create_dataset(
+            wl.name, shape=wl.shape, dtype="f4", chunk_size=wl.chunks, **self.create_options
+        )
 
     def read(self, key):
         return self.array[key]
+
+    def stored_bytes(self) -> int:
+        return self.array.nbytes_stored
 
     def close(self):
         self.array.delete()
@@ -114,18 +139,26 @@ class DosnaSystem(System):
 
 
 class ZarrSystem(System):
-    def __init__(self, workdir, local):
+    def __init__(self, workdir, local, zstd=False):
         super().__init__(workdir)
-        self.local = local
+        self.local, self.zstd = local, zstd
         self.name, self.family = ("zarr-local", "file") if local else ("zarr-memory", "memory")
+        if zstd:
+            self.name, self.family, self.workloads = "zarr-local-zstd", "codec", ("W1z",)
 
     def create(self, wl):
         import zarr
         from zarr.storage import LocalStore, MemoryStore
 
+        compressors = None
+        if self.zstd:
+            from zarr.codecs import ZstdCodec
+            from zarr.codecs.numcodecs import Shuffle
+
+            compressors = [Shuffle(elementsize=4), ZstdCodec(level=3)]
         store = LocalStore(os.path.join(self.workdir, self.name)) if self.local else MemoryStore()
         self.array = zarr.create_array(
-            store=store, shape=wl.shape, chunks=wl.chunks, dtype="f4", compressors=None, fill_value=0
+            store=store, shape=wl.shape, chunks=wl.chunks, dtype="f4", compressors=compressors, fill_value=0
         )
 
 
@@ -191,15 +224,31 @@ def object_store_systems(workdir: str) -> list[System]:
     systems: list[System] = []
     env = os.environ
     if env.get("DOSNA_CEPH_CONF") and env.get("DOSNA_CEPH_POOL"):
-        systems.append(
-            DosnaSystem(workdir, "ceph", "object", env["DOSNA_CEPH_POOL"], conffile=env["DOSNA_CEPH_CONF"])
-        )
-    if env.get("DOSNA_S3_ENDPOINT") and env.get("DOSNA_S3_BUCKET"):
-        systems.append(
-            DosnaSystem(
-                workdir, "s3", "object", env["DOSNA_S3_BUCKET"], endpoint_url=env["DOSNA_S3_ENDPOINT"]
+        for suffix, family, create in (("", "object", {}), ("-nocrc", "nocrc", {"checksum": False})):
+            systems.append(
+                DosnaSystem(
+                    workdir,
+                    "ceph",
+                    family,
+                    env["DOSNA_CEPH_POOL"],
+                    suffix=suffix,
+                    create=create,
+                    conffile=env["DOSNA_CEPH_CONF"],
+                )
             )
-        )
+    if env.get("DOSNA_S3_ENDPOINT") and env.get("DOSNA_S3_BUCKET"):
+        for suffix, family, create in (("", "object", {}), ("-nocrc", "nocrc", {"checksum": False})):
+            systems.append(
+                DosnaSystem(
+                    workdir,
+                    "s3",
+                    family,
+                    env["DOSNA_S3_BUCKET"],
+                    suffix=suffix,
+                    create=create,
+                    endpoint_url=env["DOSNA_S3_ENDPOINT"],
+                )
+            )
         systems.append(ZarrS3System(workdir))
     return systems
 
@@ -207,12 +256,27 @@ def object_store_systems(workdir: str) -> list[System]:
 class H5pySystem(System):
     name, family = "h5py", "file"
 
+    def __init__(self, workdir, zstd=False):
+        super().__init__(workdir)
+        self.zstd = zstd
+        if zstd:
+            self.name, self.family, self.workloads = "h5py-zstd", "codec", ("W1z",)
+
     def create(self, wl):
         import h5py
 
+        filters = {}
+        if self.zstd:
+            import hdf5plugin
+
+            filters = {"compression": hdf5plugin.Zstd(clevel=3), "shuffle": True}
         os.makedirs(os.path.join(self.workdir, self.name), exist_ok=True)
         self.file = h5py.File(os.path.join(self.workdir, self.name, "bench.h5"), "w")
-        self.array = self.file.create_dataset("d", shape=wl.shape, dtype="f4", chunks=wl.chunks)
+        self.array = self.file.create_dataset("d", shape=wl.shape, dtype="f4", chunks=wl.chunks, **filters)
+
+    def stored_bytes(self) -> int:
+        self.file.flush()
+        return super().stored_bytes()
 
     def close(self):
         self.file.close()
@@ -220,16 +284,23 @@ class H5pySystem(System):
 
 
 def make_systems(workdir: str, wanted: list[str] | None) -> list[System]:
+    nocrc = {"checksum": False}
+    zstd = {"compression": "zstd", "compression_opts": 3, "shuffle": True}
     systems: list[System] = [
         NumpyCopy(workdir),
         DosnaSystem(workdir, "ram", "memory"),
+        DosnaSystem(workdir, "ram", "nocrc", suffix="-nocrc", create=nocrc),
         ZarrSystem(workdir, local=False),
         TensorStoreSystem(workdir, file=False),
         DosnaSystem(workdir, "hdf5", "file"),
+        DosnaSystem(workdir, "hdf5", "nocrc", suffix="-nocrc", create=nocrc),
         ZarrSystem(workdir, local=True),
         TensorStoreSystem(workdir, file=True),
         H5pySystem(workdir),
         *object_store_systems(workdir),
+        DosnaSystem(workdir, "hdf5", "codec", suffix="-zstd", create=zstd),
+        ZarrSystem(workdir, local=True, zstd=True),
+        H5pySystem(workdir, zstd=True),
     ]
     if wanted:
         systems = [s for s in systems if s.name in wanted]
@@ -238,6 +309,9 @@ def make_systems(workdir: str, wanted: list[str] | None) -> list[System]:
         try:
             if s.name.startswith(("zarr", "tensorstore", "h5py")):
                 __import__(s.name.split("-")[0])
+            if s.family == "codec":
+                __import__("hdf5plugin")
+                __import__("numcodecs")
             if s.name == "zarr-s3":
                 __import__("obstore")
             usable.append(s)
@@ -247,6 +321,9 @@ def make_systems(workdir: str, wanted: list[str] | None) -> list[System]:
 
 
 # -- workloads -----------------------------------------------------------------
+OPS = ["write", "read", "aligned", "unaligned", "rows", "ratio"]
+
+
 def timed(func: Callable[[], object]) -> float:
     gc.collect()
     start = time.perf_counter()
@@ -262,6 +339,8 @@ def run_ops(system: System, wl: Workload, rng_seed: int) -> dict[str, tuple[floa
     system.create(wl)
     try:
         out["write"] = (timed(lambda: system.write(wl.data)), nbytes)
+        if wl.compressible:
+            out["ratio"] = (1.0, nbytes / system.stored_bytes())
         box: list[np.ndarray] = []
         out["read"] = (timed(lambda: box.append(system.read(Ellipsis))), nbytes)
         if not np.array_equal(box.pop(), wl.data):
@@ -295,7 +374,18 @@ PEERS = {
     "memory": ["numpy-copy", "tensorstore-memory", "zarr-memory"],
     "file": ["tensorstore-file", "zarr-local", "h5py"],
     "object": ["zarr-s3"],
+    "codec": ["zarr-local-zstd", "h5py-zstd"],
 }
+
+
+def compressible_field(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A smooth 3-D field (a few waves) with a little noise, as float32: what simulations write."""
+    axes = np.meshgrid(*(np.linspace(0, 1, n, dtype="f4") for n in shape), indexing="ij", sparse=True)
+    field = np.zeros(shape, "f4")
+    for k, ax in enumerate(axes):
+        field += np.sin((3 + 2 * k) * np.pi * ax).astype("f4")
+    field += np.random.default_rng(seed).standard_normal(shape, dtype="f4") * np.float32(0.01)
+    return field
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -305,7 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small sizes, one round (a smoke test)")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--systems", default="", help="comma-separated subset of systems")
-    parser.add_argument("--workloads", default="W1,W2", help="W1, W2 or both")
+    parser.add_argument("--workloads", default="W1,W2,W1z", help="a subset of W1,W2,W1z")
     parser.add_argument("--workdir", default=None, help="where file-based stores go (default: a temp dir)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--plot", default=None, help="write a bar chart of the ratios here (PNG)")
@@ -314,20 +404,25 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         w1 = Workload("W1", (64, 64, 64), (16, 16, 16), ["aligned", "unaligned", "rows"], 10, 10, 20, 50)
         w2 = Workload("W2", (128, 128), (32, 32), [])
+        w1z = Workload("W1z", (64, 64, 64), (16, 16, 16), [], compressible=True)
         args.repeat = 1
     else:
         w1 = Workload("W1", (512, 512, 512), (64, 64, 64), ["aligned", "unaligned", "rows"])
         w2 = Workload("W2", (1024, 1024), (32, 32), [])
-    workloads = [w for w in (w1, w2) if w.name in args.workloads.split(",")]
+        w1z = Workload("W1z", (512, 512, 512), (64, 64, 64), [], compressible=True)
+    workloads = [w for w in (w1, w2, w1z) if w.name in args.workloads.split(",")]
     workdir = args.workdir or tempfile.mkdtemp(prefix="dosna-bench-")
     systems = make_systems(workdir, [s for s in args.systems.split(",") if s] or None)
 
     times: dict = {}
     try:
         for wl in workloads:
-            wl.data = np.random.default_rng(0).standard_normal(wl.shape, dtype="f4")
+            if wl.compressible:
+                wl.data = compressible_field(wl.shape)
+            else:
+                wl.data = np.random.default_rng(0).standard_normal(wl.shape, dtype="f4")
             for rnd in range(args.repeat):
-                for system in systems:
+                for system in [s for s in systems if wl.name in s.workloads]:
                     print(
                         f"{wl.name} round {rnd + 1}/{args.repeat}: {system.name}", file=sys.stderr, flush=True
                     )
@@ -351,7 +446,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def rate(amount: float, sec: float, op: str, wl: Workload) -> float:
-    """MB/s, or chunks/s for W2."""
+    """MB/s, or chunks/s for W2; the compression ratio as it is."""
+    if op == "ratio":
+        return amount
     if wl.name == "W2":
         return (amount / (int(np.prod(wl.chunks)) * 4)) / sec
     return amount / sec / 1e6
@@ -359,7 +456,7 @@ def rate(amount: float, sec: float, op: str, wl: Workload) -> float:
 
 def summarise(times: dict, systems: list[System], workloads: list[Workload]) -> dict:
     families = {s.name: s.family for s in systems}
-    report: dict = {"unit": {"W1": "MB/s", "W2": "chunks/s"}, "rates": {}, "ratios": {}}
+    report: dict = {"unit": {"W1": "MB/s", "W2": "chunks/s", "W1z": "MB/s"}, "rates": {}, "ratios": {}}
     for wl in workloads:
         per = times.get(wl.name, {})
         rates = {}
@@ -372,6 +469,15 @@ def summarise(times: dict, systems: list[System], workloads: list[Workload]) -> 
         ratios = {}
         for name in rates:
             if not name.startswith("dosna-"):
+                continue
+            if families[name] == "nocrc":  # checksums on / off, the same dosna in the same run
+                on = name.removesuffix("-nocrc")
+                if on in rates:
+                    ratios[f"{on} / {name}"] = {
+                        op: rates[on][op]["best"] / rates[name][op]["best"]
+                        for op in rates[on]
+                        if op in rates[name]
+                    }
                 continue
             for peer in PEERS[families[name]]:
                 if peer not in rates:
@@ -389,7 +495,7 @@ def print_report(report: dict) -> None:
     for wl, rates in report["rates"].items():
         ops = sorted(
             {op for r in rates.values() for op in r},
-            key=["write", "read", "aligned", "unaligned", "rows"].index,
+            key=OPS.index,
         )
         print(f"\n{wl} ({report['unit'][wl]}, best / median)")
         print(f"{'system':22}" + "".join(f"{op:>22}" for op in ops))
@@ -417,9 +523,7 @@ def plot(report: dict, path: str) -> None:
     fig, axes = plt.subplots(len(report["ratios"]), 1, figsize=(10, 4 * len(report["ratios"])), squeeze=False)
     for ax, wl in zip(axes[:, 0], report["ratios"]):
         pairs = [(pair, r) for w, pair, r in panels if w == wl]
-        ops = sorted(
-            {op for _, r in pairs for op in r}, key=["write", "read", "aligned", "unaligned", "rows"].index
-        )
+        ops = sorted({op for _, r in pairs for op in r}, key=OPS.index)
         width = 0.8 / max(1, len(pairs))
         for k, (pair, r) in enumerate(pairs):
             ax.bar([i + k * width for i in range(len(ops))], [r.get(op, 0) for op in ops], width, label=pair)

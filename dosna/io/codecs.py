@@ -226,7 +226,9 @@ class Compressor:
     def __init__(self, compression: str, level: int, shuffle: bool, dtype: np.dtype) -> None:
         nc = _numcodecs()
         self.compression, self.level, self.shuffle, self.dtype = compression, level, shuffle, dtype
-        self._shuffle = nc.Shuffle(elementsize=dtype.itemsize) if shuffle and compression != "blosc" else None
+        # HDF5's shuffle filter: a strided NumPy copy shuffles fastest, numcodecs unshuffles fastest
+        self._shuffle = shuffle and compression != "blosc" and dtype.itemsize > 1
+        self._unshuffle = nc.Shuffle(elementsize=dtype.itemsize)
         if compression == "zstd":
             self._codec = nc.Zstd(level=level)
         elif compression == "lz4":
@@ -244,8 +246,8 @@ class Compressor:
         if self.compression == "blosc":
             return bytes(self._codec.encode(flat))
         raw: Any = flat.view(np.uint8)
-        if self._shuffle is not None:
-            raw = self._shuffle.encode(raw)
+        if self._shuffle:
+            raw = np.ascontiguousarray(raw.reshape(-1, self.dtype.itemsize).T)
         payload = self._codec.encode(raw)
         if self.compression == "lz4":
             payload = _lz4_to_hdf5(bytes(payload), flat.nbytes)
@@ -259,17 +261,25 @@ class Compressor:
         try:
             if self.compression == "lz4":
                 payload = _lz4_from_hdf5(payload, flat.nbytes)
-            raw = self._codec.decode(payload)
-            if self._shuffle is not None:
-                raw = self._shuffle.decode(raw)
-            data = np.frombuffer(raw, np.uint8)
+            if self.compression == "blosc":
+                head = memoryview(payload).cast("B")
+                size = int.from_bytes(head[4:8], "little") if len(head) >= 16 else -1  # blosc1 header: nbytes
+                if size != flat.size:
+                    raise CodecError(f"decodes to {size} bytes, expected {flat.size}")
+                self._codec.decode(payload, out=flat)
+                return
+            # zstd fills a larger buffer without complaint: decode, then check the size
+            raw = np.frombuffer(self._codec.decode(payload), np.uint8)
+            if raw.size != flat.size:
+                raise CodecError(f"decodes to {raw.size} bytes, expected {flat.size}")
+            if self._shuffle:
+                self._unshuffle.decode(raw, out=flat)
+            else:
+                flat[...] = raw
         except CodecError:
             raise
         except Exception as exc:  # every codec library has its own error types
             raise CodecError(f"{self.compression} payload does not decode ({exc})") from exc
-        if data.size != flat.size:
-            raise CodecError(f"decodes to {data.size} bytes, expected {flat.size}")
-        flat[...] = data
 
 
 # HDF5's lz4 filter (id 32004) frames the data as: original size (u64, big
