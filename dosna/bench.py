@@ -1,4 +1,4 @@
-"""``dosna bench``: measure access patterns over a range of chunk shapes.
+"""Measure access patterns over a range of chunk shapes (the library behind ``dosna bench``).
 
 For each chunk shape a fresh dataset is created (and filled, for read
 patterns), the pattern is timed ``repeat`` times, and the dataset is deleted.
@@ -20,11 +20,13 @@ batches    read ``n`` training batches: ``B[0]`` random samples along axis 0
 With the mpi engine every rank takes part: full reads and writes are split in
 slabs, the random patterns are drawn per rank, and the time is the job's wall
 time between barriers.
+
+The ``dosna bench`` command itself (its options and printing) is in
+:mod:`dosna.cli.bench`.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -40,7 +42,15 @@ import numpy as np
 from .metadata import normalize_shape, validate_dtype
 from .progress import progress_bar
 
-__all__ = ["PATTERNS", "BenchResult", "add_command", "parse_chunk_shapes", "run_sweep", "write_outputs"]
+__all__ = [
+    "PATTERNS",
+    "BenchResult",
+    "best_result",
+    "parse_chunk_shapes",
+    "run_sweep",
+    "sweep_config",
+    "write_outputs",
+]
 
 PATTERNS = ("full-write", "full-read", "aligned", "unaligned", "rows", "columns", "batches")
 
@@ -203,12 +213,72 @@ def _work(
     return lambda: sum(ds[key].nbytes for key in keys)
 
 
+def best_result(results: Sequence[BenchResult]) -> BenchResult:
+    """The chunk shape's timings with the highest throughput.
+
+    Parameters
+    ----------
+    results : sequence of BenchResult
+        What :func:`run_sweep` returned; not empty.
+
+    Returns
+    -------
+    BenchResult
+        The first of the fastest (highest :attr:`BenchResult.mb_per_s`).
+    """
+    return max(results, key=lambda r: r.mb_per_s)
+
+
+def sweep_config(
+    con: Any,
+    shape: Sequence[int],
+    dtype: Any,
+    pattern: str,
+    block: Sequence[int] | None,
+    count: int,
+    repeat: int,
+    backend: str,
+    engine: str,
+) -> dict[str, Any]:
+    """The description of a sweep that :func:`write_outputs` records and plots.
+
+    Parameters
+    ----------
+    con : Connection
+        The connection the sweep ran on (for the number of ranks).
+    shape, dtype, pattern, block, count, repeat
+        The arguments given to :func:`run_sweep`.
+    backend, engine : str
+        The backend and engine names, as the user gave them.
+
+    Returns
+    -------
+    dict
+        JSON values: the arguments, the number of ranks, the host name, its
+        CPU count and the local time.
+    """
+    return {
+        "shape": list(shape),
+        "dtype": np.dtype(dtype).str,
+        "pattern": pattern,
+        "block": list(block) if block else None,
+        "count": count,
+        "repeat": repeat,
+        "backend": backend,
+        "engine": engine,
+        "ranks": con.engine.size,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
 def write_outputs(results: Sequence[BenchResult], config: dict[str, Any], out_dir: str) -> dict[str, str]:
     """Write ``bench.json``, ``bench.csv`` and ``bench.png`` into ``out_dir``; return their paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {kind: os.path.join(out_dir, f"bench.{kind}") for kind in ("json", "csv", "png")}
     rows = [r.row() for r in results]
-    best = max(results, key=lambda r: r.mb_per_s)
+    best = best_result(results)
     with open(paths["json"], "w") as f:
         json.dump({"config": config, "results": rows, "best": best.row()}, f, indent=2)
     with open(paths["csv"], "w", newline="") as f:
@@ -241,70 +311,3 @@ def _plot(results: Sequence[BenchResult], best: BenchResult, config: dict[str, A
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from .cli import connect
-
-    shape = tuple(int(n) for n in args.shape.split(","))
-    chunk_shapes = parse_chunk_shapes(args.chunks, len(shape))
-    block = tuple(int(n) for n in args.block.split(",")) if args.block else None
-    with connect(args) as con:
-        results = run_sweep(
-            con,
-            shape,
-            args.dtype,
-            chunk_shapes,
-            args.pattern,
-            block,
-            args.count,
-            args.repeat,
-            args.seed,
-            progress=not args.no_progress,
-        )
-        if not con.engine.is_root:
-            return 0
-        config = {
-            "shape": list(shape),
-            "dtype": np.dtype(args.dtype).str,
-            "pattern": args.pattern,
-            "block": list(block) if block else None,
-            "count": args.count,
-            "repeat": args.repeat,
-            "backend": args.backend,
-            "engine": args.engine,
-            "ranks": con.engine.size,
-            "host": platform.node(),
-            "cpus": os.cpu_count(),
-            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        paths = write_outputs(results, config, args.out)
-        for r in results:
-            print(
-                f"{'x'.join(map(str, r.chunk_shape)):>16}  {r.mb_per_s:10.1f} MB/s  best {r.best * 1e3:9.2f} ms"
-            )
-        best = max(results, key=lambda r: r.mb_per_s)
-        print(
-            f"best chunk shape for {args.pattern}: {'x'.join(map(str, best.chunk_shape))} "
-            f"({best.mb_per_s:.1f} MB/s); wrote {', '.join(paths.values())}"
-        )
-    return 0
-
-
-def add_command(sub: Any, connection_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add ``bench`` to the ``dosna`` command's sub-parsers."""
-    bench = sub.add_parser("bench", help="time an access pattern over chunk shapes; JSON, CSV and a plot")
-    bench.add_argument("--shape", required=True, help="array shape, e.g. 256,256,256")
-    bench.add_argument("--dtype", default="f4")
-    bench.add_argument(
-        "--chunks", required=True, help='chunk shapes: "16,32,64" (cubes) or "16x64x64;32x32x32"'
-    )
-    bench.add_argument("--pattern", default="full-read", choices=PATTERNS)
-    bench.add_argument("--block", help="block shape for aligned/unaligned; batch size first for batches")
-    bench.add_argument("--count", type=int, default=32, help="selections per repeat for random patterns")
-    bench.add_argument("--repeat", type=int, default=3)
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--out", default="dosna-bench", help="output directory (default ./dosna-bench)")
-    bench.add_argument("--no-progress", action="store_true")
-    connection_arguments(bench)
-    bench.set_defaults(handler=_bench)

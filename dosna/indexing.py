@@ -31,7 +31,6 @@ __all__ = [
     "Selection",
     "SliceDim",
     "covers_chunk",
-    "parse_index",
     "plan",
     "prepare_values",
     "read_selection",
@@ -460,39 +459,3 @@ def prepare_values(sel: Selection, value: Any, dtype: np.dtype) -> np.ndarray:
             f"could not broadcast input array from shape {np.shape(value)} into shape {target}"
         ) from None
     return sel.from_numpy(arr)
-
-
-def parse_index(text: str) -> tuple[Any, ...]:
-    """Parse an index written as in Python, e.g. ``"0, :, 10:20:2"`` or ``"..., -1"``.
-
-    Integers, slices with optional start/stop/step, ``...`` and ``None``
-    (new axis) are understood. Raises ValueError for anything else.
-
-    Examples
-    --------
-    >>> parse_index("0, :, 1:5:2")
-    (0, slice(None, None, None), slice(1, 5, 2))
-    """
-    key: list[Any] = []
-    for raw in text.split(","):
-        item = raw.strip()
-        if item == "...":
-            key.append(Ellipsis)
-        elif item == "None":
-            key.append(None)
-        elif ":" in item:
-            fields = item.split(":")
-            if len(fields) > 3:
-                raise ValueError(f"bad slice {item!r} in index {text!r}")
-            try:
-                key.append(slice(*(int(f) if f.strip() else None for f in fields)))
-            except ValueError:
-                raise ValueError(f"bad slice {item!r} in index {text!r}") from None
-        else:
-            try:
-                key.append(int(item))
-            except ValueError:
-                raise ValueError(
-                    f"bad index item {item!r} in {text!r}: use ints, slices, ... or None"
-                ) from None
-    return tuple(key)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -67,7 +69,7 @@ def test_inspection_commands_on_every_backend(backend_connection, capsys, tmp_pa
 
 
 def test_parse_index_errors():
-    from dosna.indexing import parse_index
+    from dosna.cli.common import parse_index
 
     assert parse_index("..., -1") == (Ellipsis, -1)
     assert parse_index("None, ::2") == (None, slice(None, None, 2))
@@ -153,3 +155,36 @@ def test_models_load_writes_any_tensor_name_and_train_takes_resume(tmp_path, cap
     code, printed, err = run_cli(capsys, *args, "--resume", "--no-progress", *where)
     assert code == 0, err
     assert "model r version 1" in printed
+
+
+def _imported_modules(path: pathlib.Path, package: str) -> set[str]:
+    """Absolute names of the modules a source file imports (also inside functions)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_library_modules_do_not_import_the_command_line():
+    """Only dosna/cli/ (and the ``python -m dosna`` entry point) may import ``dosna.cli``."""
+    root = pathlib.Path(dn.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root.parent)
+        if relative.parts[:2] == ("dosna", "cli") or relative == pathlib.Path("dosna", "__main__.py"):
+            continue
+        package = ".".join(relative.parent.parts)  # what a relative import starts from
+        bad = {m for m in _imported_modules(path, package) if m == "dosna.cli" or m.startswith("dosna.cli.")}
+        if bad:
+            offenders.append(f"{relative}: {', '.join(sorted(bad))}")
+    assert not offenders, "library modules import the command line:\n" + "\n".join(offenders)

@@ -1,0 +1,5 @@
+"""``python -m dosna.cli`` runs the ``dosna`` command."""
+
+from . import _run
+
+_run()

@@ -1,0 +1,175 @@
+"""What every ``dosna`` command shares: connection options, tables, index text and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..connection import Connection
+from ..errors import DosnaError
+from ..locations import open_connection
+
+__all__ = ["add_connection_arguments", "connect", "parse_index", "parse_ints", "run_handler", "table"]
+
+#: Exceptions that make a command fail with exit status 1 and a one-line message.
+FAILURES = (DosnaError, ValueError, TypeError, KeyError, OSError, ImportError)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--backend``, ``--connection``, ``--engine`` and their options to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        A sub-command's parser; the options go in a group "where the data is".
+    """
+    group = parser.add_argument_group("where the data is")
+    group.add_argument("--backend", default="hdf5", help="ram, hdf5, ceph, s3 (default: hdf5)")
+    group.add_argument(
+        "--connection",
+        required=True,
+        help="hdf5: a directory; ceph: the pool; s3: the bucket; ram: a name",
+    )
+    group.add_argument(
+        "--connection-options",
+        default="",
+        metavar="K=V,...",
+        help="backend options, e.g. conffile=/etc/ceph/ceph.conf or endpoint_url=http://...",
+    )
+    group.add_argument("--engine", default="cpu", help="cpu, joblib, mpi (default: cpu)")
+    group.add_argument("--engine-options", default="", metavar="K=V,...", help="engine options, e.g. njobs=4")
+
+
+def connect(args: argparse.Namespace) -> Connection:
+    """Open the connection described by the arguments of :func:`add_connection_arguments`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments with ``backend``, ``connection``, ``engine``,
+        ``connection_options`` and ``engine_options``.
+
+    Returns
+    -------
+    Connection
+        The open connection; use it as a context manager to close it.
+    """
+    return open_connection(
+        args.backend, args.connection, args.engine, args.connection_options, args.engine_options
+    )
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Format rows of strings as left-aligned columns, the first row being the header.
+
+    Parameters
+    ----------
+    rows : sequence of sequence of str
+        At least one row; every row has the same number of cells.
+
+    Returns
+    -------
+    str
+        The lines of the table, without trailing white space or a final newline.
+    """
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    """Parse comma-separated integers such as a shape, ``"256,256,256"``.
+
+    Parameters
+    ----------
+    text : str
+        Integers separated by commas.
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    ValueError
+        If an item is not an integer.
+    """
+    return tuple(int(n) for n in text.split(","))
+
+
+def parse_index(text: str) -> tuple[Any, ...]:
+    """Parse an index written as in Python, e.g. ``"0, :, 10:20:2"`` or ``"..., -1"``.
+
+    Integers, slices with optional start/stop/step, ``...`` and ``None``
+    (new axis) are understood.
+
+    Parameters
+    ----------
+    text : str
+        The index as typed on the command line (``--index``).
+
+    Returns
+    -------
+    tuple
+        A key for ``Dataset.__getitem__``.
+
+    Raises
+    ------
+    ValueError
+        For anything else.
+
+    Examples
+    --------
+    >>> parse_index("0, :, 1:5:2")
+    (0, slice(None, None, None), slice(1, 5, 2))
+    """
+    key: list[Any] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if item == "...":
+            key.append(Ellipsis)
+        elif item == "None":
+            key.append(None)
+        elif ":" in item:
+            fields = item.split(":")
+            if len(fields) > 3:
+                raise ValueError(f"bad slice {item!r} in index {text!r}")
+            try:
+                key.append(slice(*(int(f) if f.strip() else None for f in fields)))
+            except ValueError:
+                raise ValueError(f"bad slice {item!r} in index {text!r}") from None
+        else:
+            try:
+                key.append(int(item))
+            except ValueError:
+                raise ValueError(
+                    f"bad index item {item!r} in {text!r}: use ints, slices, ... or None"
+                ) from None
+    return tuple(key)
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """Run the parsed command's handler and turn its failures into exit statuses.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments with ``command`` (its name) and ``handler`` (a function
+        of the arguments that returns the exit status).
+
+    Returns
+    -------
+    int
+        The handler's status; 1 when it raises one of :data:`FAILURES` (the
+        message goes to stderr), 130 when interrupted.
+    """
+    try:
+        return args.handler(args)
+    except FAILURES as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"dosna {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"dosna {args.command}: interrupted", file=sys.stderr)
+        return 130

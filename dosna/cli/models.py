@@ -1,0 +1,72 @@
+"""``dosna models list|show|load|delete``: the models saved in a store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import add_connection_arguments, connect, table
+
+__all__ = ["add_command"]
+
+
+def _models(args: argparse.Namespace) -> int:
+    from ..tensors import ModelStore, export_npz
+
+    with connect(args) as con:
+        store = ModelStore(con)
+        root = con.engine.is_root
+        if args.action == "list":
+            rows = [("MODEL", "VERSION", "STATE", "TEST ACC", "TENSORS", "CREATED")]
+            for name in store.models():
+                for m in store.history(name):
+                    acc = m["metrics"].get("test_accuracy")
+                    rows.append(
+                        (
+                            name,
+                            str(m["version"]),
+                            m["state"],
+                            "-" if acc is None else f"{acc:.4f}",
+                            str(len(m["tensors"])),
+                            m["created_at"],
+                        )
+                    )
+            if root:
+                print(table(rows) if len(rows) > 1 else "no models")
+        elif args.action == "show":
+            manifest = store.manifest(args.name, args.model_version)
+            if root:
+                print(json.dumps(manifest, indent=2))
+        elif args.action == "load":
+            tensors = store.load(args.name, args.model_version)
+            if root:
+                path = export_npz(args.output, tensors)
+                shapes = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in tensors.items())
+                print(f"wrote {len(tensors)} tensors to {path}: {shapes}")
+        else:
+            store.delete(args.name, args.model_version)
+            if root:
+                print(f"deleted {args.name} version {args.model_version}")
+    return 0
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``models`` and its actions to ``sub``, the sub-parsers of the ``dosna`` command."""
+    models = sub.add_parser("models", help="list, show, load or delete saved models")
+    models.set_defaults(handler=_models)
+    msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mlist = msub.add_parser("list", help="every model version with its state and metrics")
+    add_connection_arguments(mlist)
+    mshow = msub.add_parser("show", help="a version's manifest (JSON)")
+    mshow.add_argument("name")
+    mshow.add_argument("--version", dest="model_version", default="latest")
+    add_connection_arguments(mshow)
+    mload = msub.add_parser("load", help="write a version's tensors to a .npz file")
+    mload.add_argument("name")
+    mload.add_argument("--version", dest="model_version", default="latest")
+    mload.add_argument("-o", "--output", required=True, help="the .npz file to write")
+    add_connection_arguments(mload)
+    mdel = msub.add_parser("delete", help="delete one version")
+    mdel.add_argument("name")
+    mdel.add_argument("model_version", metavar="VERSION", type=int)
+    add_connection_arguments(mdel)
