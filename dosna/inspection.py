@@ -34,6 +34,11 @@ def dataset_summary(ds: Any, with_chunks: bool = True) -> dict[str, Any]:
         "total_chunks": ds.total_chunks,
         "fillvalue": ds.fillvalue.item() if hasattr(ds.fillvalue, "item") else ds.fillvalue,
         "nbytes": ds.nbytes,
+        "codec": ds.meta.codec.describe(),
+        "compression": ds.compression,
+        "compression_opts": ds.compression_opts,
+        "shuffle": ds.shuffle,
+        "checksum": ds.checksum,
         "backend": ds.connection.backend.name,
         "connection": ds.connection.name,
         "attrs": dict(ds.attrs),
@@ -41,6 +46,10 @@ def dataset_summary(ds: Any, with_chunks: bool = True) -> dict[str, Any]:
     if with_chunks:
         stored = sorted(ds.stored_chunks())
         info["chunks_stored"] = len(stored)
+        info["nbytes_stored"] = ds.nbytes_stored
+        # raw bytes of the stored chunks over the bytes they take: the compression ratio
+        raw = len(stored) * int(np.prod(ds.chunk_size, dtype=np.int64)) * ds.dtype.itemsize
+        info["ratio"] = round(raw / info["nbytes_stored"], 3) if info["nbytes_stored"] else None
         info["stored_chunk_indices"] = [list(idx) for idx in stored]
     return info
 

@@ -54,8 +54,16 @@ def test_inspection_commands_on_every_backend(backend_connection, capsys, tmp_pa
     code, out, _ = run_cli(capsys, "info", "sparse", "--json", *where)
     info = json.loads(out)
     assert info["shape"] == [100] and info["chunks_stored"] == 1 and info["stored_chunk_indices"] == [[0]]
+    sparse = con["sparse"]
+    assert info["codec"] == sparse.meta.codec.describe() and info["compression"] == sparse.compression
+    assert info["checksum"] and info["nbytes_stored"] == sparse.nbytes_stored > 0 and info["ratio"] > 0
     code, out, _ = run_cli(capsys, "info", "volume", *where)
     assert code == 0 and '"units": "counts"' in out and "chunks_stored: 18" in out
+    con.create_dataset("packed", data=np.zeros((512, 256), "f4"), chunks=(256, 256), compression="zstd")
+    code, out, _ = run_cli(capsys, "info", "packed", *where)
+    assert code == 0 and "codec: zstd(3)+shuffle, crc32c" in out
+    ratio = float(out.split("ratio: ")[1].split("x")[0])
+    assert ratio > 10  # zeros compress well
 
     png = tmp_path / "slice.png"
     code, out, _ = run_cli(capsys, "show", "volume", "--index", "3,:,:", "-o", str(png), *where)

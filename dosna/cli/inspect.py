@@ -46,8 +46,13 @@ def _info(args: argparse.Namespace) -> int:
             return 0
         stored = info.pop("stored_chunk_indices")
         attrs = info.pop("attrs")
+        for key in ("compression", "compression_opts", "shuffle", "checksum"):
+            info.pop(key)
         for key, value in info.items():
-            print(f"{key:>13}: {human_size(value) if key == 'nbytes' else value}")
+            shown_value = human_size(value) if key in ("nbytes", "nbytes_stored") else value
+            if key == "ratio":
+                shown_value = "-" if value is None else f"{value:.2f}x (raw chunk bytes / stored bytes)"
+            print(f"{key:>13}: {shown_value}")
         shown = ", ".join("(" + ",".join(map(str, idx)) + ")" for idx in stored[: args.max_chunks])
         more = f" ... and {len(stored) - args.max_chunks} more" if len(stored) > args.max_chunks else ""
         print(f"{'stored':>13}: {shown or 'none'}{more}")
