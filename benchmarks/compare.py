@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import dosna as dn
+from dosna.bench import smooth_field
 
 
 # -- systems -------------------------------------------------------------------
@@ -379,13 +380,8 @@ PEERS = {
 
 
 def compressible_field(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    """A smooth 3-D field (a few waves) with a little noise, as float32: what simulations write."""
-    axes = np.meshgrid(*(np.linspace(0, 1, n, dtype="f4") for n in shape), indexing="ij", sparse=True)
-    field = np.zeros(shape, "f4")
-    for k, ax in enumerate(axes):
-        field += np.sin((3 + 2 * k) * np.pi * ax).astype("f4")
-    field += np.random.default_rng(seed).standard_normal(shape, dtype="f4") * np.float32(0.01)
-    return field
+    """The compressible field ``dosna bench --codecs`` uses (see :func:`dosna.bench.smooth_field`)."""
+    return smooth_field(shape, "f4", seed)
 
 
 def main(argv: list[str] | None = None) -> dict:

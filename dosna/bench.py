@@ -28,6 +28,7 @@ The ``dosna bench`` command itself (its options and printing) is in
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import platform
@@ -48,6 +49,7 @@ __all__ = [
     "best_result",
     "parse_chunk_shapes",
     "run_sweep",
+    "smooth_field",
     "sweep_config",
     "write_outputs",
 ]
@@ -64,6 +66,9 @@ class BenchResult:
     chunks: int
     bytes_moved: int
     seconds: list[float]
+    codec: str = "none"
+    #: raw bytes of the stored chunks / bytes they take (compression ratio)
+    ratio: float | None = None
 
     @property
     def best(self) -> float:
@@ -82,6 +87,33 @@ class BenchResult:
             mb_per_s=self.mb_per_s,
         )
         return out
+
+
+def smooth_field(shape: Sequence[int], dtype: Any = "f4", seed: int = 0) -> np.ndarray:
+    """Compressible test data: smooth waves plus a little noise, digitised in steps of 1/1024.
+
+    Like a measured or simulated field stored at the precision it has: float
+    mantissas whose last bits are zero, neighbours that differ a little.
+    """
+    shape = normalize_shape(shape)
+    dt = np.dtype(dtype)
+    axes = np.meshgrid(*(np.linspace(0, 1, n) for n in shape), indexing="ij", sparse=True)
+    field = np.zeros(shape, "f8")
+    for k, ax in enumerate(axes):
+        field = field + np.sin((3 + 2 * k) * np.pi * ax)
+    field += np.random.default_rng(seed).standard_normal(shape) * 0.01
+    field = np.round(field * 1024) / 1024
+    if dt.kind in "iub":
+        return (field * 20 + 50).astype(dt)
+    return field.astype(dt)
+
+
+def parse_codecs(text: str) -> list[str | None]:
+    """``"none,zstd,lz4"`` → ``[None, "zstd", "lz4"]`` (checked when datasets are created)."""
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if not names:
+        raise ValueError("no codecs given")
+    return [None if n == "none" else n for n in names]
 
 
 def parse_chunk_shapes(text: str, ndim: int) -> list[tuple[int, ...]]:
@@ -146,8 +178,15 @@ def run_sweep(
     repeat: int = 3,
     seed: int = 0,
     progress: bool = True,
+    codecs: Sequence[str | None] = (None,),
+    smooth: bool | None = None,
 ) -> list[BenchResult]:
-    """Time ``pattern`` on ``con`` for every chunk shape; datasets are removed afterwards."""
+    """Time ``pattern`` on ``con`` for every codec × chunk shape; datasets are removed afterwards.
+
+    ``codecs`` are compressions (None for raw chunks); every result records the
+    compression ratio of the stored chunks. The data are uniform random numbers,
+    or with ``smooth`` (the default when a codec compresses) :func:`smooth_field`.
+    """
     shape = normalize_shape(shape)
     dtype = validate_dtype(dtype)
     if pattern not in PATTERNS:
@@ -158,19 +197,24 @@ def run_sweep(
     if len(block) != len(shape) and pattern != "batches":
         raise ValueError(f"block {block} does not fit a {len(shape)}-d array")
     engine = con.engine
+    if smooth is None:
+        smooth = any(c is not None for c in codecs)
     rng_data = np.random.default_rng(seed)
-    data = (
-        rng_data.random(shape).astype(dtype)
-        if dtype.kind in "fc"
-        else (rng_data.integers(0, 100, shape).astype(dtype))
-    )
+    if smooth:
+        data = smooth_field(shape, dtype, seed)
+    elif dtype.kind in "fc":
+        data = rng_data.random(shape).astype(dtype)
+    else:
+        data = rng_data.integers(0, 100, shape).astype(dtype)
     token = engine.collective(lambda: uuid.uuid4().hex[:8])
-    bar = progress_bar(progress and engine.is_root, len(chunk_shapes) * repeat, pattern, unit="run")
+    runs = len(codecs) * len(chunk_shapes) * repeat
+    bar = progress_bar(progress and engine.is_root, runs, pattern, unit="run")
     results = []
     try:
-        for chunks in chunk_shapes:
-            name = f"bench-{token}-{'x'.join(map(str, chunks))}"
-            ds = con.create_dataset(name, shape=shape, dtype=dtype, chunk_size=chunks)
+        for codec, chunks in itertools.product(codecs, chunk_shapes):
+            label = codec or "none"
+            name = f"bench-{token}-{label}-{'x'.join(map(str, chunks))}"
+            ds = con.create_dataset(name, shape=shape, dtype=dtype, chunk_size=chunks, compression=codec)
             try:
                 if pattern != "full-write":
                     ds.load(data)
@@ -182,11 +226,11 @@ def run_sweep(
                     elapsed, moved = _timed(engine, work)
                     seconds.append(elapsed)
                     bar.update(1)
-                itemsize = dtype.itemsize
+                chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
+                stored = ds.nbytes_stored
+                ratio = len(ds.stored_chunks()) * chunk_bytes / stored if stored else None
                 results.append(
-                    BenchResult(
-                        tuple(chunks), int(np.prod(chunks)) * itemsize, ds.total_chunks, moved, seconds
-                    )
+                    BenchResult(tuple(chunks), chunk_bytes, ds.total_chunks, moved, seconds, label, ratio)
                 )
             finally:
                 con.del_dataset(name)
@@ -282,7 +326,17 @@ def write_outputs(results: Sequence[BenchResult], config: dict[str, Any], out_di
     with open(paths["json"], "w") as f:
         json.dump({"config": config, "results": rows, "best": best.row()}, f, indent=2)
     with open(paths["csv"], "w", newline="") as f:
-        fields = ["chunk_shape", "chunk_bytes", "chunks", "bytes_moved", "best_s", "median_s", "mb_per_s"]
+        fields = [
+            "codec",
+            "chunk_shape",
+            "chunk_bytes",
+            "chunks",
+            "bytes_moved",
+            "best_s",
+            "median_s",
+            "mb_per_s",
+            "ratio",
+        ]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -296,18 +350,36 @@ def _plot(results: Sequence[BenchResult], best: BenchResult, config: dict[str, A
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ["x".join(map(str, r.chunk_shape)) for r in results]
-    speeds = [r.mb_per_s for r in results]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(results) + 2), 4.5), dpi=100)
-    colours = ["tab:orange" if r is best else "tab:blue" for r in results]
-    ax.bar(range(len(results)), speeds, color=colours)
-    ax.set_xticks(range(len(results)), labels, rotation=30, ha="right")
-    ax.set_xlabel("chunk shape")
-    ax.set_ylabel("MB/s (best of repeats)")
     shape = "x".join(map(str, config["shape"]))
-    ax.set_title(
-        f"{config['pattern']} on {shape} {config['dtype']}, {config['backend']} / {config['engine']}"
-    )
+    title = f"{config['pattern']} on {shape} {config['dtype']}, {config['backend']} / {config['engine']}"
+    codecs = list(dict.fromkeys(r.codec for r in results))
+    if len(codecs) == 1:
+        labels = ["x".join(map(str, r.chunk_shape)) for r in results]
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(results) + 2), 4.5), dpi=100)
+        colours = ["tab:orange" if r is best else "tab:blue" for r in results]
+        ax.bar(range(len(results)), [r.mb_per_s for r in results], color=colours)
+        ax.set_xticks(range(len(results)), labels, rotation=30, ha="right")
+        ax.set_xlabel("chunk shape")
+        ax.set_ylabel("MB/s (best of repeats)")
+        ax.set_title(title)
+    else:
+        shapes = list(dict.fromkeys(r.chunk_shape for r in results))
+        by_key = {(r.codec, r.chunk_shape): r for r in results}
+        fig, (ax, ax_ratio) = plt.subplots(1, 2, figsize=(max(9, 1.6 * len(shapes) + 6), 4.5), dpi=100)
+        width = 0.8 / len(codecs)
+        for k, codec in enumerate(codecs):
+            xs = [i + k * width for i in range(len(shapes))]
+            found = [by_key.get((codec, s)) for s in shapes]
+            ax.bar(xs, [r.mb_per_s if r else 0 for r in found], width, label=codec)
+            ax_ratio.bar(xs, [r.ratio or 0 if r else 0 for r in found], width, label=codec)
+        ticks = [i + width * (len(codecs) - 1) / 2 for i in range(len(shapes))]
+        for axis, ylabel in ((ax, "MB/s (best of repeats)"), (ax_ratio, "compression ratio")):
+            axis.set_xticks(ticks, ["x".join(map(str, s)) for s in shapes], rotation=30, ha="right")
+            axis.set_xlabel("chunk shape")
+            axis.set_ylabel(ylabel)
+        ax.legend(title="codec", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax_ratio.set_title("raw chunk bytes / stored bytes", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

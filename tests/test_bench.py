@@ -215,3 +215,40 @@ def test_bench_refuses_bad_input(tmp_path, capsys):
     assert cli.main(["bench", "--shape", "10,10", "--chunks", "4x4x4", *where]) == 1
     assert "does not fit" in capsys.readouterr().err
     assert cli.main(["bench", "--shape", "10,10", "--chunks", "4", "--dtype", "U3", *where]) == 1
+
+
+@pytest.mark.parametrize("pattern", ["full-write", "full-read", "rows"])
+def test_bench_sweeps_codecs(tmp_path, capsys, pattern):
+    out = tmp_path / "bench"
+    argv = ["bench", "--shape", "64,64,32", "--chunks", "16,32", "--codecs", "none,zstd,lz4,blosc,gzip"]
+    argv += ["--pattern", pattern, "--repeat", "1", "--count", "3", "--out", str(out), "--no-progress"]
+    code = cli.main([*argv, "--backend", "hdf5", "--connection", str(tmp_path / "store")])
+    printed = capsys.readouterr().out
+    assert code == 0
+    report = json.loads((out / "bench.json").read_text())
+    rows = report["results"]
+    assert [(r["codec"], r["chunk_shape"]) for r in rows] == [
+        (c, s) for c in ("none", "zstd", "lz4", "blosc", "gzip") for s in ("16x16x16", "32x32x32")
+    ]
+    ratios = {(r["codec"], r["chunk_shape"]): r["ratio"] for r in rows}
+    assert ratios["none", "32x32x32"] < 1 < ratios["zstd", "32x32x32"]  # smooth data compresses
+    with open(out / "bench.csv") as f:
+        table = list(csv.DictReader(f))
+    assert table[0].keys() >= {"codec", "ratio", "mb_per_s"} and len(table) == 10
+    assert (out / "bench.png").read_bytes().startswith(b"\x89PNG")
+    assert "with " in printed.splitlines()[-1] and " zstd " in printed
+    bad = [
+        "bench",
+        "--shape",
+        "8",
+        "--chunks",
+        "4",
+        "--codecs",
+        "snappy",
+        "--backend",
+        "ram",
+        "--connection",
+        "x",
+    ]
+    assert cli.main([*bad, "--no-progress", "--out", str(out)]) == 1
+    assert "snappy" in capsys.readouterr().err

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..bench import PATTERNS, best_result, parse_chunk_shapes, run_sweep, sweep_config, write_outputs
+from ..bench import (
+    PATTERNS,
+    best_result,
+    parse_chunk_shapes,
+    parse_codecs,
+    run_sweep,
+    sweep_config,
+    write_outputs,
+)
 from .common import add_connection_arguments, connect, parse_ints
 
 __all__ = ["add_command"]
@@ -26,20 +34,26 @@ def _bench(args: argparse.Namespace) -> int:
             args.repeat,
             args.seed,
             progress=not args.no_progress,
+            codecs=parse_codecs(args.codecs),
+            smooth=None if args.data is None else args.data == "smooth",
         )
         if not con.engine.is_root:
             return 0
         config = sweep_config(
             con, shape, args.dtype, args.pattern, block, args.count, args.repeat, args.backend, args.engine
         )
+        config["codecs"] = [r for r in dict.fromkeys(r.codec for r in results)]
         paths = write_outputs(results, config, args.out)
         for r in results:
+            ratio = "" if r.ratio is None else f"  ratio {r.ratio:6.2f}"
             print(
-                f"{'x'.join(map(str, r.chunk_shape)):>16}  {r.mb_per_s:10.1f} MB/s  best {r.best * 1e3:9.2f} ms"
+                f"{r.codec:>6} {'x'.join(map(str, r.chunk_shape)):>16}  {r.mb_per_s:10.1f} MB/s  "
+                f"best {r.best * 1e3:9.2f} ms{ratio}"
             )
         best = best_result(results)
+        codec = f" with {best.codec}" if len(config["codecs"]) > 1 else ""
         print(
-            f"best chunk shape for {args.pattern}: {'x'.join(map(str, best.chunk_shape))} "
+            f"best chunk shape for {args.pattern}: {'x'.join(map(str, best.chunk_shape))}{codec} "
             f"({best.mb_per_s:.1f} MB/s); wrote {', '.join(paths.values())}"
         )
     return 0
@@ -54,6 +68,17 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "--chunks", required=True, help='chunk shapes: "16,32,64" (cubes) or "16x64x64;32x32x32"'
     )
     bench.add_argument("--pattern", default="full-read", choices=PATTERNS)
+    bench.add_argument(
+        "--codecs",
+        default="none",
+        help="compressions to sweep too, e.g. none,zstd,lz4,blosc,gzip (default none)",
+    )
+    bench.add_argument(
+        "--data",
+        choices=("random", "smooth"),
+        default=None,
+        help="test data: uniform random, or a smooth field with noise (default: smooth when compressing)",
+    )
     bench.add_argument("--block", help="block shape for aligned/unaligned; batch size first for batches")
     bench.add_argument("--count", type=int, default=32, help="selections per repeat for random patterns")
     bench.add_argument("--repeat", type=int, default=3)
