@@ -220,36 +220,20 @@ class ZarrS3System(System):
 
 
 def object_store_systems(workdir: str) -> list[System]:
-    """dosna on ceph and s3, and zarr on the same S3 endpoint, when the dev cluster runs
-    (``eval "$(scripts/ceph-dev.sh env)"``)."""
-    systems: list[System] = []
+    """dosna on ceph and s3 (checksums on and off), and zarr on the same S3 endpoint, when the
+    dev cluster runs (``eval "$(scripts/ceph-dev.sh env)"``)."""
     env = os.environ
+    found: list[tuple[str, str, dict]] = []
     if env.get("DOSNA_CEPH_CONF") and env.get("DOSNA_CEPH_POOL"):
-        for suffix, family, create in (("", "object", {}), ("-nocrc", "nocrc", {"checksum": False})):
-            systems.append(
-                DosnaSystem(
-                    workdir,
-                    "ceph",
-                    family,
-                    env["DOSNA_CEPH_POOL"],
-                    suffix=suffix,
-                    create=create,
-                    conffile=env["DOSNA_CEPH_CONF"],
-                )
-            )
+        found.append(("ceph", env["DOSNA_CEPH_POOL"], {"conffile": env["DOSNA_CEPH_CONF"]}))
     if env.get("DOSNA_S3_ENDPOINT") and env.get("DOSNA_S3_BUCKET"):
-        for suffix, family, create in (("", "object", {}), ("-nocrc", "nocrc", {"checksum": False})):
-            systems.append(
-                DosnaSystem(
-                    workdir,
-                    "s3",
-                    family,
-                    env["DOSNA_S3_BUCKET"],
-                    suffix=suffix,
-                    create=create,
-                    endpoint_url=env["DOSNA_S3_ENDPOINT"],
-                )
-            )
+        found.append(("s3", env["DOSNA_S3_BUCKET"], {"endpoint_url": env["DOSNA_S3_ENDPOINT"]}))
+    systems: list[System] = [
+        DosnaSystem(workdir, backend, family, where, suffix=suffix, create=create, **options)
+        for backend, where, options in found
+        for suffix, family, create in (("", "object", {}), ("-nocrc", "nocrc", {"checksum": False}))
+    ]
+    if any(backend == "s3" for backend, _, _ in found):
         systems.append(ZarrS3System(workdir))
     return systems
 
