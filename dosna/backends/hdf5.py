@@ -253,6 +253,7 @@ class _Verified:
         self.crcs = crcs
         self.frames = frames
         self.done = np.zeros(len(crcs), dtype=bool)
+        self.complete = False  # every block checked: reads skip the bookkeeping
 
     def check(self, array: np.ndarray, offset: int, length: int) -> None:
         """Verify the blocks holding bytes ``[offset, offset + length)``; CodecError if one is damaged."""
@@ -266,6 +267,7 @@ class _Verified:
                 if crc32c(raw[i * block : (i + 1) * block]) != self.crcs[i]:
                     raise CodecError(f"checksum mismatch in block {i}")
                 self.done[i] = True
+        self.complete = bool(self.done.all())
 
 
 class _MappedChunks:
@@ -531,7 +533,7 @@ class Hdf5Backend(Backend):
         if mapped is None:
             return None
         array, verified = mapped
-        if verified is not None:
+        if verified is not None and not verified.complete:
             ranged = RangedRead(meta, idx, sel)
             self._verify(meta, idx, array, verified, ranged.offset, ranged.length)
         return read_selection(array, sel)

@@ -25,7 +25,7 @@ __all__ = ["RamBackend"]
 @dataclass
 class _Stored:
     meta: bytes | None  # None: chunks written for a dataset not yet created
-    chunks: dict[tuple[int, ...], bytes] = field(default_factory=dict)
+    chunks: dict[tuple[int, ...], bytes | bytearray] = field(default_factory=dict)
 
 
 _STORES: dict[str, dict[str, _Stored]] = {}
@@ -56,7 +56,7 @@ class RamBackend(EncodedObjectBackend):
     def location(self) -> str:
         return f"ram://{self.connection_name}"
 
-    def _chunks(self, dataset: str) -> dict[tuple[int, ...], bytes]:
+    def _chunks(self, dataset: str) -> dict[tuple[int, ...], bytes | bytearray]:
         stored = self._datasets.get(dataset)
         return {} if stored is None else stored.chunks
 
@@ -97,7 +97,9 @@ class RamBackend(EncodedObjectBackend):
         return memoryview(data)[offset : offset + length]
 
     def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: bytes | bytearray | memoryview) -> None:
-        frozen = bytes(data)  # immutable: readers get views of it
+        # never changed once stored (readers get views of it); a bytearray the
+        # encoder made is ours already, anything else may be the caller's memory
+        frozen = data if isinstance(data, (bytes, bytearray)) else bytes(data)
         with _LOCK:  # chunks may be written before the dataset's metadata
             stored = self._datasets.setdefault(meta.name, _Stored(None))
         stored.chunks[idx] = frozen
