@@ -53,16 +53,24 @@ _CRC = struct.Struct("<I")
 _INSTALL = "pip install 'dosna[codecs]'"
 
 
+_crc_function: Any = None
+
+
 def _crc_module() -> Any:
+    global _crc_function
     try:
-        return importlib.import_module("crc32c")
+        module = importlib.import_module("crc32c")
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise CodecUnavailableError(f"checksums need the crc32c package: {_INSTALL}") from exc
+    _crc_function = module.crc32c
+    return module
 
 
 def crc32c(data: Any, value: int = 0) -> int:
     """The CRC-32C (Castagnoli) of ``data`` (any buffer), continuing from ``value``."""
-    return int(_crc_module().crc32c(data, value))
+    if _crc_function is None:
+        _crc_module()
+    return int(_crc_function(data, value))
 
 
 class CodecError(ValueError):
@@ -372,7 +380,10 @@ class Framing:
         """The crc32c of every ``checksum_block`` bytes of ``raw`` (little-endian uint32)."""
         view = memoryview(raw).cast("B")
         block = self.block
-        return np.array([crc32c(view[i : i + block]) for i in range(0, len(view), block)], dtype="<u4")
+        if _crc_function is None:
+            _crc_module()
+        crc = _crc_function
+        return np.fromiter((crc(view[i : i + block]) for i in range(0, len(view), block)), dtype="<u4")
 
     # -- decoding -------------------------------------------------------------------
     def max_stored_size(self, nbytes: int) -> int:
