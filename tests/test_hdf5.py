@@ -37,7 +37,7 @@ def test_layout_is_plain_hdf5_and_json(con, tmp_path):
         "level": None,
         "shuffle": False,
         "checksum": "crc32c",
-        "checksum_block": 65536,
+        "checksum_block": 16384,
     }
     files = sorted(p.name for p in root.iterdir())
     assert files == sorted([".dosna.json"] + [f"{i}.{j}.h5" for i in range(3) for j in range(2)])

@@ -18,7 +18,7 @@ through h5py.
 
 Datasets with checksums (the default) put a 512-byte (or larger) HDF5 user
 block in front of each chunk file: HDF5 readers skip it, dosna keeps the
-crc32c of every 64 KiB block of the data there (and checks the HDF5 header and
+crc32c of every 16 KiB block of the data there (and checks the HDF5 header and
 trailer against the template), so a damaged byte anywhere raises
 ChunkCorruptError. A compressed chunk file holds one HDF5 chunk with the
 filter pipeline of its codec (shuffle, then zstd, lz4, blosc or deflate): h5py

@@ -48,7 +48,7 @@ _LEVELS: dict[str, tuple[int, int, int]] = {
 }
 #: Bytes covered by one checksum of an uncompressed chunk: a partial read
 #: verifies only the blocks it touches.
-CHECKSUM_BLOCK = 1 << 16
+CHECKSUM_BLOCK = 1 << 14
 _CRC = struct.Struct("<I")
 _INSTALL = "pip install 'dosna[codecs]'"
 
