@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from dosna.backends.objects import RangedRead
+from dosna.backends.objects import RangedRead, byte_span
 from dosna.backends.ram import RamBackend
 from dosna.errors import ChunkCorruptError
 from dosna.indexing import plan, read_selection
@@ -47,3 +47,20 @@ def test_objects_of_the_wrong_size_are_corrupt(checksum):
         backend.read_chunk(meta, (0, 0))
     backend.write_chunk(meta, (2, 2), np.ones((2, 2), "f4"))  # edge chunks are stored padded
     np.testing.assert_array_equal(backend.read_chunk(meta, (2, 2)), np.ones((2, 2)))
+
+
+@given(index_cases())
+@settings(max_examples=500, deadline=None)
+def test_byte_span_is_the_ranged_read(case):
+    shape, chunks, dtype, key = case
+    try:
+        sel = plan(key, shape, chunks)
+    except IndexError:
+        return
+    meta = DatasetMeta.create("x", shape, dtype, None, chunks)
+    for idx, chunk_sel, _ in sel.parts():
+        stored = meta.stored_shape(idx)
+        if any(isinstance(s, slice) and not len(range(*s.indices(n))) for s, n in zip(chunk_sel, stored)):
+            continue
+        ranged = RangedRead(meta, idx, chunk_sel)
+        assert byte_span(stored, meta.dtype.itemsize, chunk_sel) == (ranged.offset, ranged.length)

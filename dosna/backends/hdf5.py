@@ -54,7 +54,7 @@ from ..indexing import ChunkSel, read_selection, selected_fraction
 from ..io.codecs import CodecError, CodecSpec, Framing, crc32c
 from ..metadata import DatasetMeta
 from .base import Backend, IOHints, chunk_key, parse_chunk_key
-from .objects import RangedRead, framing
+from .objects import byte_span, framing
 
 try:
     import h5py
@@ -534,8 +534,7 @@ class Hdf5Backend(Backend):
             return None
         array, verified = mapped
         if verified is not None and not verified.complete:
-            ranged = RangedRead(meta, idx, sel)
-            self._verify(meta, idx, array, verified, ranged.offset, ranged.length)
+            self._verify(meta, idx, array, verified, *byte_span(array.shape, array.itemsize, sel))
         return read_selection(array, sel)
 
     def read_chunk_view(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:

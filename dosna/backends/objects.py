@@ -23,7 +23,7 @@ from ..io.codecs import CodecError, CodecSpec, Framing
 from ..metadata import DatasetMeta
 from .base import Backend
 
-__all__ = ["EncodedObjectBackend", "RangedRead", "framing", "ranged_read"]
+__all__ = ["EncodedObjectBackend", "RangedRead", "byte_span", "framing", "ranged_read"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -77,6 +77,28 @@ class RangedRead:
         """The selection from the bytes of the range."""
         view = np.ndarray(self.box, dtype=self.dtype, buffer=raw, strides=self.strides)
         return read_selection(view, self.sel)
+
+
+def byte_span(shape: tuple[int, ...], itemsize: int, sel: ChunkSel) -> tuple[int, int]:
+    """``(offset, length)`` of the C-order bytes of a chunk of ``shape`` that hold ``sel``."""
+    first_byte = last_byte = 0
+    stride = itemsize
+    for s, n in zip(reversed(sel), reversed(shape)):
+        if isinstance(s, int):
+            first = last = s
+        elif isinstance(s, slice):
+            start, stop, step = s.indices(n)
+            count = len(range(start, stop, step))
+            if not count:
+                return 0, 0
+            end = start + (count - 1) * step
+            first, last = (start, end) if step > 0 else (end, start)
+        else:
+            first, last = int(s.min()), int(s.max())
+        first_byte += first * stride
+        last_byte += last * stride
+        stride *= n
+    return first_byte, last_byte + itemsize - first_byte
 
 
 def ranged_read(meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel, fraction: float) -> RangedRead | None:

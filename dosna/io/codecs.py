@@ -423,9 +423,17 @@ class Framing:
                 raise CodecError(f"range of {len(view)} bytes, expected {expected}")
             return np.frombuffer(view, np.uint8)
         first = offset // self.block
-        out = np.empty(len(view) - _CRC.size * math.ceil(len(view) / (self.block + _CRC.size)), np.uint8)
         if len(view) > expected or len(view) < _CRC.size + 1:
             raise CodecError(f"range of {len(view)} bytes, expected {expected}")
+        if len(view) <= self.block + _CRC.size:  # one block (a row, a few elements): no copy
+            data, (stored_crc,) = view[: -_CRC.size], _CRC.unpack_from(view, len(view) - _CRC.size)
+            if crc32c(data) != stored_crc:
+                raise CodecError(f"checksum mismatch in block {first}")
+            skip = offset - first * self.block
+            if skip + length > len(data):
+                raise CodecError("the object is shorter than the chunk")
+            return np.frombuffer(data, np.uint8, length, skip)
+        out = np.empty(len(view) - _CRC.size * math.ceil(len(view) / (self.block + _CRC.size)), np.uint8)
         self._deinterleave(view, first, out)
         skip = offset - first * self.block
         if skip + length > out.size:
