@@ -88,7 +88,10 @@ def flip_stored_bit(connection: Connection, name: str, idx: tuple[int, ...], pos
     meta = connection[name].meta
     where = backend.chunk_location(meta, idx)
     if isinstance(backend, EncodedObjectBackend):
-        raw = bytearray(backend.fetch(meta, idx, (0, 1 << 40)) or b"")
+        from .backends.objects import framing
+
+        nbytes = int(np.prod(meta.stored_shape(idx), dtype=np.int64)) * meta.dtype.itemsize
+        raw = bytearray(backend.fetch(meta, idx, (0, framing(meta).max_stored_size(nbytes))) or b"")
         at = min(len(raw) - 1, int(position * len(raw)))
         raw[at] ^= 1 << (at % 8)
         backend.store(meta, idx, bytes(raw))

@@ -87,7 +87,7 @@ def test_ceph_operations_time_out_when_the_osd_stops(ceph):
     ds = ceph.create_dataset("d", data=np.arange(16.0).reshape(4, 4), chunk_size=2)
     with frozen("osd.0"):
         start = time.monotonic()
-        with pytest.raises(StoreUnavailableError, match="read chunk"):
+        with pytest.raises(StoreUnavailableError, match=r"read (chunk|metadata)"):
             ds[0, 0]
         assert time.monotonic() - start < 20
     np.testing.assert_array_equal(ds[...], np.arange(16.0).reshape(4, 4))  # fine once it is back
@@ -105,7 +105,7 @@ def test_ceph_missing_pool_and_conffile_are_clear(tmp_path):
 def test_ceph_wrong_size_chunk_is_corrupt(ceph):
     import rados
 
-    ds = ceph.create_dataset("c", data=np.ones((4, 4), "f4"), chunk_size=2)
+    ds = ceph.create_dataset("c", data=np.ones((4, 4), "f4"), chunk_size=2, checksum=False)
     cluster = rados.Rados(conffile=CEPH_CONF)
     cluster.connect(timeout=5)
     try:
@@ -126,7 +126,9 @@ def test_ceph_wrong_size_chunk_is_corrupt(ceph):
 def test_ceph_layout_and_delete_without_scanning(ceph):
     import rados
 
-    ds = ceph.create_dataset("lay", data=np.arange(12, dtype="u2").reshape(3, 4), chunk_size=2)
+    ds = ceph.create_dataset(
+        "lay", data=np.arange(12, dtype="u2").reshape(3, 4), chunk_size=2, checksum=False
+    )
     cluster = rados.Rados(conffile=CEPH_CONF)
     cluster.connect(timeout=5)
     try:
@@ -134,7 +136,8 @@ def test_ceph_layout_and_delete_without_scanning(ceph):
         ioctx.set_namespace("lay")
         keys = sorted(o.key for o in ioctx.list_objects())
         assert keys == ["0.0", "0.1", "1.0", "1.1", "dosna.meta"]
-        assert ioctx.read("1.1", 100) == np.array([[10, 11]], "u2").tobytes()  # raw edge chunk bytes
+        # raw edge chunk bytes, padded to the full chunk with the fill value
+        assert ioctx.read("1.1", 100) == np.array([[10, 11], [0, 0]], "u2").tobytes()
         ds.delete()
         assert sorted(o.key for o in ioctx.list_objects()) == []
         ioctx.close()
@@ -197,7 +200,7 @@ def test_s3_gateway_stopping_during_a_load_leaves_no_metadata(s3):
 def test_s3_wrong_size_chunk_is_corrupt_and_no_head_before_get(s3):
     import boto3
 
-    ds = s3.create_dataset("c", data=np.ones((4, 4), "f8"), chunk_size=2)
+    ds = s3.create_dataset("c", data=np.ones((4, 4), "f8"), chunk_size=2, checksum=False)
     raw = boto3.client("s3", endpoint_url=S3_ENDPOINT)
     raw.put_object(Bucket=BUCKET, Key="c/0.1", Body=b"\0" * 7)
     with pytest.raises(ChunkCorruptError, match=r"7 bytes, expected 32"):
@@ -206,11 +209,11 @@ def test_s3_wrong_size_chunk_is_corrupt_and_no_head_before_get(s3):
     s3.backend.client.meta.events.register("before-call.s3", lambda model, **kw: calls.append(model.name))
     ds.del_chunk((1, 1))
     calls.clear()
-    assert ds[3, 3] == 0  # a missing chunk: one GET, no HEAD
-    assert calls == ["GetObject"]
+    assert ds[3, 3] == 0  # the metadata (a resize elsewhere is seen), then the missing chunk: no HEAD
+    assert calls == ["GetObject", "GetObject"]
     calls.clear()
-    ds[0, :2]  # partial read of a present chunk: one ranged GET
-    assert calls == ["GetObject"]
+    ds[0, :2]  # partial read of a present chunk: the metadata and one ranged GET
+    assert calls == ["GetObject", "GetObject"]
 
 
 @needs_s3
