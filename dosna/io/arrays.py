@@ -69,13 +69,13 @@ def current_meta(backend: ChunkBackend, meta: DatasetMeta) -> DatasetMeta:
     if raw is None:
         raise DatasetNotFoundError(f"dataset {meta.name!r} no longer exists in {backend.location}")
     now = parse_meta(backend, meta.name, raw)
-    if (now.dtype, now.chunk_size, now.codec, now.format, now.fillvalue) != (
+    same_fill = bool(np.array_equal(np.asarray(now.fillvalue), np.asarray(meta.fillvalue), equal_nan=True))
+    if (now.dtype, now.chunk_size, now.codec, now.format) != (
         meta.dtype,
         meta.chunk_size,
         meta.codec,
         meta.format,
-        meta.fillvalue,
-    ) and not (now.fillvalue != now.fillvalue and meta.fillvalue != meta.fillvalue):  # NaN fills
+    ) or not same_fill:
         raise DatasetChangedError(
             f"dataset {meta.name!r} in {backend.location} was deleted and created again "
             f"(now {now.dtype}, chunks {now.chunk_size}, {now.codec.describe()}); open it again"
@@ -257,10 +257,11 @@ def resize(engine: TaskEngine, chunks: ChunkIO, shape: Any) -> DatasetMeta:
             idx for idx in stored if any(i * c >= n for i, c, n in zip(idx, new.chunk_size, new.shape))
         ]
         engine.run_collective(stale.delete, outside, _threads(chunks.backend))
+        dropped = set(outside)
         cut = [
             idx
             for idx in stored
-            if idx not in set(outside)
+            if idx not in dropped
             and any(
                 (i + 1) * c > n and n < o for i, c, n, o in zip(idx, new.chunk_size, new.shape, old.shape)
             )
