@@ -207,12 +207,14 @@ class Backend(ABC):
         """Where chunk ``idx`` is stored, for error messages."""
         return f"{self.meta_location(meta.name)}/{chunk_key(idx)}"
 
-    def check_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> np.ndarray:
-        """Return ``data`` as a C-contiguous chunk of the right shape and dtype."""
+    def check_chunk(
+        self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray, contiguous: bool = True
+    ) -> np.ndarray:
+        """Return ``data`` as a chunk of the right shape and dtype (C-contiguous unless told otherwise)."""
         shape = meta.stored_shape(idx)
         if data.shape != shape:
             raise ValueError(f"chunk {idx} has shape {shape}, got data of shape {data.shape}")
-        return np.asarray(data, dtype=meta.dtype, order="C")
+        return np.asarray(data, dtype=meta.dtype, order="C" if contiguous else "K")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.location!r}>"

@@ -34,6 +34,7 @@ from ..errors import (
     DosnaError,
     StoreUnavailableError,
 )
+from ..io.codecs import Encoded
 from ..metadata import DatasetMeta
 from .base import IOHints, chunk_key, parse_chunk_key
 from .objects import EncodedObjectBackend
@@ -316,7 +317,7 @@ class CephBackend(EncodedObjectBackend):
         # ones by round trips, which concurrency hides.
         return IOHints(threads=self.io_threads, parallel_min_part=0, parallel_max_part=1 << 18)
 
-    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: bytes | bytearray | memoryview) -> None:
+    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: Encoded) -> None:
         with self._failures(f"write chunk {idx} of {meta.name!r}"):
             self._ctx(meta.name).write_full(chunk_key(idx), bytes(data))
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ChunkCorruptError
 from ..indexing import ChunkSel, read_selection
-from ..io.codecs import CodecError, CodecSpec, Framing
+from ..io.codecs import CodecError, CodecSpec, Encoded, Framing
 from ..metadata import DatasetMeta
 from .base import Backend
 
@@ -133,8 +133,12 @@ class EncodedObjectBackend(Backend):
         object ends first), or None if the chunk is missing."""
 
     @abstractmethod
-    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: bytes | bytearray | memoryview) -> None:
-        """Store the encoded chunk ``idx`` atomically."""
+    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: Encoded) -> None:
+        """Store the encoded chunk ``idx`` atomically.
+
+        ``data`` is what :meth:`Framing.frame` made: a NumPy array is a new
+        read-only buffer the backend may keep; a memoryview may be the caller's memory.
+        """
 
     def _corrupt(self, meta: DatasetMeta, idx: tuple[int, ...], reason: str) -> ChunkCorruptError:
         return ChunkCorruptError(meta.name, idx, self.chunk_location(meta, idx), reason)
@@ -170,4 +174,5 @@ class EncodedObjectBackend(Backend):
             raise self._corrupt(meta, idx, str(exc)) from None
 
     def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
-        self.store(meta, idx, framing(meta).frame(self.check_chunk(meta, idx, data)))
+        # the framing copies the chunk once, from whatever strides it has
+        self.store(meta, idx, framing(meta).frame(self.check_chunk(meta, idx, data, contiguous=False)))

@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import DatasetExistsError, DatasetNotFoundError
+from ..io.codecs import Encoded
 from ..metadata import DatasetMeta
 from .objects import EncodedObjectBackend
 
@@ -25,7 +26,7 @@ __all__ = ["RamBackend"]
 @dataclass
 class _Stored:
     meta: bytes | None  # None: chunks written for a dataset not yet created
-    chunks: dict[tuple[int, ...], bytes | bytearray] = field(default_factory=dict)
+    chunks: dict[tuple[int, ...], bytes | memoryview] = field(default_factory=dict)
 
 
 _STORES: dict[str, dict[str, _Stored]] = {}
@@ -56,7 +57,7 @@ class RamBackend(EncodedObjectBackend):
     def location(self) -> str:
         return f"ram://{self.connection_name}"
 
-    def _chunks(self, dataset: str) -> dict[tuple[int, ...], bytes | bytearray]:
+    def _chunks(self, dataset: str) -> dict[tuple[int, ...], bytes | memoryview]:
         stored = self._datasets.get(dataset)
         return {} if stored is None else stored.chunks
 
@@ -96,10 +97,12 @@ class RamBackend(EncodedObjectBackend):
         offset, length = byte_range
         return memoryview(data)[offset : offset + length]
 
-    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: bytes | bytearray | memoryview) -> None:
-        # never changed once stored (readers get views of it); a bytearray the
-        # encoder made is ours already, anything else may be the caller's memory
-        frozen = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: Encoded) -> None:
+        # never changed once stored (readers get views of it); an array the
+        # encoder made is ours already, a memoryview may be the caller's memory
+        frozen = (
+            data.data if isinstance(data, np.ndarray) else data if isinstance(data, bytes) else bytes(data)
+        )
         with _LOCK:  # chunks may be written before the dataset's metadata
             stored = self._datasets.setdefault(meta.name, _Stored(None))
         stored.chunks[idx] = frozen

@@ -30,6 +30,7 @@ from ..errors import (
     InvalidNameError,
     StoreUnavailableError,
 )
+from ..io.codecs import Encoded
 from ..metadata import DatasetMeta
 from .base import IOHints, chunk_key, parse_chunk_key
 from .objects import EncodedObjectBackend
@@ -317,7 +318,7 @@ class S3Backend(EncodedObjectBackend):
     def hints(self) -> IOHints:
         return IOHints(threads=self.io_threads, parallel_min_part=0)  # every request waits on the network
 
-    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: bytes | bytearray | memoryview) -> None:
+    def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: Encoded) -> None:
         self._put(f"{meta.name}/{chunk_key(idx)}", bytes(data), f"write chunk {idx} of {meta.name!r}")
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:

@@ -4,7 +4,7 @@ Everything here is pure (no I/O). A :class:`CodecSpec` is the codec part of a
 dataset's metadata, stored as JSON; :meth:`CodecSpec.compressor` gives the
 object that turns a chunk array into the compressed payload and back, and
 :class:`Framing` lays a payload out as the bytes an object store keeps, with
-crc32c checksums that :meth:`Framing.unframe` verifies.
+crc32c checksums that :meth:`Framing.unframe_into` verifies.
 
 The payload of a compressed chunk is exactly what the matching HDF5 filter
 pipeline produces (HDF5's shuffle filter, then zstd, lz4, blosc or deflate), so
@@ -16,6 +16,7 @@ Compression uses numcodecs and hdf5plugin, checksums the crc32c package.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import struct
@@ -29,6 +30,7 @@ from ..errors import CodecUnavailableError
 
 __all__ = [
     "COMPRESSIONS",
+    "Encoded",
     "CHECKSUM_BLOCK",
     "CodecError",
     "CodecSpec",
@@ -53,24 +55,37 @@ _CRC = struct.Struct("<I")
 _INSTALL = "pip install 'dosna[codecs]'"
 
 
+#: What :meth:`Framing.frame` gives: a NumPy array is a new read-only buffer
+#: that nothing else refers to; a memoryview may be the caller's memory.
+Encoded = bytes | memoryview | np.ndarray
+
 _crc_function: Any = None
+#: The CRC-32C of b"123456789", to check an implementation before trusting it.
+_CRC_CHECK = 0xE3069283
 
 
 def _crc_module() -> Any:
+    """Load the CRC-32C function: crc32c-rs where installed (several times faster
+    on blocks of a few KiB, and it lets other threads run), else the crc32c package."""
     global _crc_function
+    try:
+        fast = importlib.import_module("crc32c_rs").crc32c
+        if fast(b"123456789") == _CRC_CHECK:
+            _crc_function = fast
+            return fast
+    except (ImportError, AttributeError):
+        pass
     try:
         module = importlib.import_module("crc32c")
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise CodecUnavailableError(f"checksums need the crc32c package: {_INSTALL}") from exc
     _crc_function = module.crc32c
-    return module
+    return _crc_function
 
 
 def crc32c(data: Any, value: int = 0) -> int:
     """The CRC-32C (Castagnoli) of ``data`` (any buffer), continuing from ``value``."""
-    if _crc_function is None:
-        _crc_module()
-    return int(_crc_function(data, value))
+    return int((_crc_function or _crc_module())(data, value))
 
 
 class CodecError(ValueError):
@@ -313,6 +328,33 @@ def _lz4_from_hdf5(payload: Any, nbytes: int) -> bytes:
     return struct.pack("<I", nbytes) + bytes(view[_LZ4_HEAD.size + _LZ4_BLOCK.size :])
 
 
+@functools.lru_cache(maxsize=256)
+def _rows_in_blocks(
+    shape: tuple[int, ...], itemsize: int, block: int
+) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """Where a chunk's elements lie in its interleaved object, when every block holds whole rows.
+
+    When ``block`` bytes are ``d`` whole rows of some axis ``j`` (``d`` dividing
+    ``shape[j]``), splitting that axis into ``(shape[j] // d, d)`` gives a shape
+    and strides (in bytes, into the object) that place every element after the
+    checksums of the blocks before it. None for other layouts.
+    """
+    step = block + _CRC.size
+    inner = itemsize  # bytes below axis j
+    for j in range(len(shape) - 1, -1, -1):
+        if inner * shape[j] >= block:
+            rows, rem = divmod(block, inner)
+            if rem or shape[j] % rows:
+                return None
+            outer = (*shape[:j], shape[j] // rows)
+            inside = (rows, *shape[j + 1 :])
+            inside_strides = tuple(itemsize * math.prod(inside[a + 1 :]) for a in range(len(inside)))
+            outer_strides = tuple(step * math.prod(outer[a + 1 :]) for a in range(len(outer)))
+            return (*outer, *inside), outer_strides + inside_strides
+        inner *= shape[j]
+    return None
+
+
 class Framing:
     """The bytes an object store keeps for a chunk: the payload and its checksums.
 
@@ -351,39 +393,69 @@ class Framing:
         return start, stop - start
 
     # -- encoding --------------------------------------------------------------------
-    def frame(self, data: np.ndarray) -> bytes | bytearray | memoryview:
-        """The stored bytes of a C-contiguous chunk array."""
-        if self.compressor is not None:
-            payload = self.compressor.compress(data)
-            return payload + _CRC.pack(crc32c(payload)) if self.spec.checksum else payload
-        raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
-        if not self.spec.checksum:
-            return raw
-        return self._interleave(raw)
+    def frame(self, data: np.ndarray) -> Encoded:
+        """The stored bytes of a chunk array (of any strides).
 
-    def _interleave(self, raw: memoryview) -> bytearray:
-        n, block, step = len(raw), self.block, self.block + _CRC.size
-        out = bytearray(self.stored_size(n) or 0)
+        A NumPy array returned is a new read-only buffer that nothing else refers
+        to; a memoryview is the caller's memory (no checksums, no compression).
+        """
+        if self.compressor is not None:
+            payload = self.compressor.compress(np.ascontiguousarray(data))
+            return payload + _CRC.pack(crc32c(payload)) if self.spec.checksum else payload
+        if not self.spec.checksum:
+            return np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
+        if 0 < data.nbytes <= self.block:  # one block: most small chunks
+            raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
+            return bytes(raw) + _CRC.pack((_crc_function or _crc_module())(raw))
+        return self._interleave(data)
+
+    def _interleave(self, data: np.ndarray) -> np.ndarray:
+        n, block, step = data.nbytes, self.block, self.block + _CRC.size
+        out = np.empty(self.stored_size(n) or 0, np.uint8)
         full = n // block
+        layout = _rows_in_blocks(data.shape, data.dtype.itemsize, block)
+        if layout is not None:
+            # every block holds whole rows: copy the chunk straight into place, from any strides
+            shape, strides = layout
+            np.ndarray(shape, data.dtype, out, 0, strides)[...] = data.reshape(shape)
+            grid = out.reshape(full, step)
+            grid[:, block:] = self.block_crcs(grid[:, :block]).view(np.uint8).reshape(full, _CRC.size)
+            out.flags.writeable = False
+            return out
+        raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
         if full:
-            grid = np.frombuffer(out, np.uint8, full * step).reshape(full, step)
+            grid = out[: full * step].reshape(full, step)
             grid[:, :block] = np.frombuffer(raw, np.uint8, full * block).reshape(full, block)
             grid[:, block:] = self.block_crcs(raw[: full * block]).view(np.uint8).reshape(full, _CRC.size)
         if n % block:
             tail = raw[full * block :]
             start = full * step
-            out[start : start + len(tail)] = tail
-            _CRC.pack_into(out, start + len(tail), crc32c(tail))
+            out[start : start + len(tail)] = np.frombuffer(tail, np.uint8)
+            out[start + len(tail) :] = np.frombuffer(_CRC.pack(crc32c(tail)), np.uint8)
+        out.flags.writeable = False
         return out
 
     def block_crcs(self, raw: Any) -> np.ndarray:
         """The crc32c of every ``checksum_block`` bytes of ``raw`` (little-endian uint32)."""
+        return np.array(self._crc_list(raw), dtype="<u4")
+
+    def _crc_list(self, raw: Any) -> list[int]:
+        crc = _crc_function or _crc_module()
+        if isinstance(raw, np.ndarray) and raw.ndim == 2:  # rows of whole blocks, e.g. inside an object
+            return [crc(row) for row in raw]
         view = memoryview(raw).cast("B")
         block = self.block
-        if _crc_function is None:
-            _crc_module()
-        crc = _crc_function
-        return np.fromiter((crc(view[i : i + block]) for i in range(0, len(view), block)), dtype="<u4")
+        return [crc(view[i : i + block]) for i in range(0, len(view), block)]
+
+    def first_bad_block(self, raw: Any, expected: Any) -> int | None:
+        """The first block of ``raw`` whose crc32c differs from ``expected`` (a sequence), or None."""
+        actual = self._crc_list(raw)
+        wanted = expected.tolist() if isinstance(expected, np.ndarray) else list(expected)
+        if actual == wanted:
+            return None
+        return next(
+            (i for i, (a, e) in enumerate(zip(actual, wanted)) if a != e), min(len(actual), len(wanted))
+        )
 
     # -- decoding -------------------------------------------------------------------
     def max_stored_size(self, nbytes: int) -> int:
@@ -447,11 +519,9 @@ class Framing:
         if full:
             grid = np.frombuffer(view, np.uint8, full * step).reshape(full, step)
             out[: full * block].reshape(full, block)[...] = grid[:, :block]
-            stored = grid[:, block:].copy().view("<u4").reshape(-1)
-            actual = self.block_crcs(out[: full * block])
-            if not np.array_equal(stored, actual):
-                bad = int(np.flatnonzero(stored != actual)[0]) + first_block
-                raise CodecError(f"checksum mismatch in block {bad}")
+            bad = self.first_bad_block(out[: full * block], grid[:, block:].copy().view("<u4").reshape(-1))
+            if bad is not None:
+                raise CodecError(f"checksum mismatch in block {bad + first_block}")
         rest = view[full * step :]
         tail = out.size - full * block
         if tail or len(rest):
