@@ -165,6 +165,67 @@ def test_models_load_writes_any_tensor_name_and_train_takes_resume(tmp_path, cap
     assert "model r version 1" in printed
 
 
+@pytest.fixture
+def small_store(tmp_path):
+    """An hdf5 store with a 3-d dataset ``v`` and labels ``y``; the arguments that reach it."""
+    con = dn.Connection("store", backend="hdf5", directory=tmp_path).connect()
+    con.create_dataset("v", data=np.arange(24.0).reshape(2, 3, 4), chunk_size=2)
+    con.create_dataset("y", data=np.arange(2) % 2)
+    return tmp_path, ["--backend", "hdf5", "--connection", str(tmp_path / "store")]
+
+
+BROKEN_LEARNER = "raise RuntimeError('the learner file is broken')\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "v", "--index", "999,:,:"], "index 999 is out of bounds for axis 0 with size 2"),
+        (["show", "v", "--index=-3,:,:"], "index -3 is out of bounds"),
+        (["show", "v", "--index", "0,:,:,:,:"], "too many indices"),
+        (["show", "v", "--index", "0,:,:", "--cmap", "no-such-map"], "no-such-map"),
+        (["show", "v", "--index", "0:x"], "bad slice"),
+        (["info", "missing"], "dataset 'missing' does not exist"),
+        (["models", "show", "nope"], "no model 'nope'"),
+        (["models", "load", "nope", "-o", "out.npz"], "no model 'nope'"),
+        (["train", "--x", "v", "--y", "y", "--learner", "{dir}/broken.py:make"], "RuntimeError: the learner"),
+        (["train", "--x", "v", "--y", "y", "--hyper", "bogus=1", "--no-progress"], "bogus"),
+    ],
+)
+def test_user_errors_are_one_line_on_stderr_with_status_1(small_store, capsys, args, message):
+    directory, where = small_store
+    (directory / "broken.py").write_text(BROKEN_LEARNER)
+    args = [a.replace("{dir}", str(directory)) for a in args]
+    code, out, err = run_cli(capsys, *args, *where)
+    command = args[0]
+    assert code == 1 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith(f"dosna {command}: error: "), err
+    assert message in err and "Traceback" not in err
+
+
+def test_the_installed_command_fails_in_one_line_and_debug_shows_the_traceback(small_store):
+    directory, where = small_store
+
+    def dosna(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "dosna", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **env},
+        )
+
+    show = ["show", "v", "--index", "999,:,:", *where]
+    plain = dosna(*show, DOSNA_DEBUG="")
+    assert plain.returncode == 1 and plain.stdout == ""
+    assert plain.stderr.splitlines() == ["dosna show: error: index 999 is out of bounds for axis 0 with size 2"]
+    for debugged in (dosna("--debug", *show), dosna(*show, "--debug"), dosna(*show, DOSNA_DEBUG="1")):
+        assert debugged.returncode == 1
+        assert debugged.stderr.startswith("Traceback") and "IndexError" in debugged.stderr
+        assert debugged.stderr.splitlines()[-1].startswith("dosna show: error: index 999")
+    assert not (directory / "v.png").exists()
+
+
 def _imported_modules(path: pathlib.Path, package: str) -> set[str]:
     """Absolute names of the modules a source file imports (also inside functions)."""
     found: set[str] = set()

@@ -732,3 +732,63 @@ def test_checkpoint_every_sets_which_epochs_are_checkpointed(digits, monkeypatch
     monkeypatch.setattr(ModelRun, "checkpoint", recording)
     train(digits, "x", "y", model="m", epochs=5, checkpoint_every=every, progress=False)
     assert seen == expected  # never after the last epoch: the finished model follows
+
+
+def test_a_torch_run_resumes_from_its_last_epoch_to_the_uninterrupted_model(digits_dir, tmp_path):
+    torch = pytest.importorskip("torch")
+    from dosna.train.learners import torch_mlp
+
+    calls = [0]
+
+    def make(stop_at, noisy):
+        def factory(n_features, n_classes, seed=0, **hyper):
+            net = torch_mlp(n_features, n_classes, seed=seed, **hyper)
+            gradients = net.gradients
+
+            def interrupting(x, y):
+                calls[0] += 1
+                if calls[0] == stop_at:
+                    raise _Interrupt("stopped")
+                loss, grads = gradients(x, y)
+                if noisy:  # noise from torch's RNG: its state must survive a resume
+                    grads = {k: g + 1e-3 * torch.randn(g.shape).numpy() for k, g in grads.items()}
+                return loss, grads
+
+            net.gradients = interrupting
+            return net
+
+        factory.__name__ = "make"
+        return factory
+
+    source = dn.Connection("d", backend="hdf5", directory=digits_dir).connect()
+    stores = {}
+    for name in ("resumed", "straight"):
+        con = dn.Connection(name, backend="hdf5", directory=tmp_path).connect()
+        con.create_dataset("x", data=source["x"][:], chunk_size=(256, 64))
+        con.create_dataset("y", data=source["y"][:], chunk_size=(256,))
+        stores[name] = con
+    args = {"model": "t", "epochs": 4, "seed": 2, "progress": False}
+    straight = train(stores["straight"], "x", "y", learner=make(None, True), **args)
+    con = stores["resumed"]
+    calls[0] = 0
+    with pytest.raises(_Interrupt):
+        train(con, "x", "y", learner=make(1 + 2 * BATCHES_PER_EPOCH + 5, True), **args)
+    manifest = ModelStore(con).manifest("t", 1)
+    assert manifest["state"] == FAILED and manifest["checkpoint"]["epoch"] == 2
+    torch.manual_seed(12345)  # whatever the process did meanwhile
+    result = train(con, "x", "y", learner=make(None, True), resume=True, **args)
+    assert result.version == 1
+    assert ModelStore(con).manifest("t", 1)["lineage"]["resumed"][0]["from_epoch"] == 2
+    resumed = ModelStore(con).load("t", 1)
+    expected = ModelStore(stores["straight"]).load("t", straight.version)
+    assert {k: v.tobytes() for k, v in resumed.items()} == {k: v.tobytes() for k, v in expected.items()}
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in result.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in straight.history]
+
+
+def test_training_without_held_out_rows_records_no_test_accuracy(digits):
+    result = train(digits, "x", "y", model="all", epochs=2, test_fraction=0, progress=False)
+    assert result.metrics["test_accuracy"] is None
+    assert [h["test_accuracy"] for h in result.history] == [None, None]
+    assert "test accuracy -," in result.summary()
+    assert ModelStore(digits).manifest("all", result.version)["state"] == FINISHED

@@ -10,7 +10,9 @@
 Every command takes ``--backend``, ``--connection``, ``--connection-options k=v,...``,
 ``--engine`` and ``--engine-options``; run it under ``mpiexec`` with ``--engine mpi``
 where that makes sense (train, bench). Exit status: 0 on success, 1 when the
-operation fails, 2 for bad usage.
+operation fails (one line on stderr: ``dosna <command>: error: <message>``; add
+``--debug`` or set ``DOSNA_DEBUG=1`` for the traceback), 2 for bad usage
+(argparse's message), 130 when interrupted.
 
 One module a command group: :mod:`~dosna.cli.train`, :mod:`~dosna.cli.models`,
 :mod:`~dosna.cli.inspect` (ls, info, show) and :mod:`~dosna.cli.bench`, with
@@ -47,12 +49,29 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dosna {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train.add_command(sub)
     models.add_command(sub)
     inspect.add_commands(sub)
     bench.add_command(sub)
+    for command in sub.choices.values():
+        _add_debug(command)
     return parser
+
+
+_DEBUG_HELP = "print the traceback when the command fails (or set DOSNA_DEBUG=1)"
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--debug`` after the command too, on ``parser`` or its sub-commands."""
+    subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subcommands:
+        # SUPPRESS: a sub-command's default must not undo ``dosna --debug COMMAND``.
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+    for action in subcommands:
+        for child in action.choices.values():
+            _add_debug(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,8 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status: 0 on success, 1 when the operation fails, 130 when
-        interrupted. Bad usage exits with status 2 (argparse's SystemExit).
+        The exit status: 0 on success, 1 when the operation fails (with a
+        one-line message on stderr), 130 when interrupted. Bad usage exits
+        with status 2 (argparse's SystemExit).
     """
     args = build_parser().parse_args(argv)
     return run_handler(args)

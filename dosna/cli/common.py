@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,10 +13,11 @@ from ..connection import Connection
 from ..errors import DosnaError
 from ..locations import open_connection
 
-__all__ = ["add_connection_arguments", "connect", "parse_index", "parse_ints", "run_handler", "table"]
+__all__ = ["add_connection_arguments", "connect", "debugging", "parse_index", "parse_ints", "run_handler", "table"]
 
-#: Exceptions that make a command fail with exit status 1 and a one-line message.
-FAILURES = (DosnaError, ValueError, TypeError, KeyError, OSError, ImportError)
+#: The errors a command reports by their message alone (any other exception is
+#: reported with its type too); every failure exits with status 1.
+FAILURES = (DosnaError, ValueError, TypeError, LookupError, OSError, ImportError)
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,8 +152,30 @@ def parse_index(text: str) -> tuple[Any, ...]:
     return tuple(key)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (KeyError's without the quotes repr adds)."""
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = " ".join(str(message).split())
+    if not isinstance(exc, FAILURES):  # not an error dosna raises on purpose: say what it is
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text or type(exc).__name__
+
+
+def debugging(args: argparse.Namespace | None = None) -> bool:
+    """Whether failures show their traceback: ``dosna --debug ...`` or ``DOSNA_DEBUG=1``."""
+    if args is not None and getattr(args, "debug", False):
+        return True
+    return os.environ.get("DOSNA_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def run_handler(args: argparse.Namespace) -> int:
     """Run the parsed command's handler and turn its failures into exit statuses.
+
+    Every failure prints one line, ``dosna <command>: error: <message>``, on
+    stderr and gives exit status 1: the errors dosna raises on purpose
+    (:data:`FAILURES`) with their message, anything else (an error in a
+    learner file, a bug) with its type too. With ``--debug`` or
+    ``DOSNA_DEBUG=1`` the traceback is printed before that line.
 
     Parameters
     ----------
@@ -161,15 +186,15 @@ def run_handler(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        The handler's status; 1 when it raises one of :data:`FAILURES` (the
-        message goes to stderr), 130 when interrupted.
+        The handler's status; 1 when it raises, 130 when interrupted.
     """
     try:
         return args.handler(args)
-    except FAILURES as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"dosna {args.command}: error: {message}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"dosna {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if debugging(args):
+            traceback.print_exc()
+        print(f"dosna {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1

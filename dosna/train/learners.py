@@ -12,7 +12,7 @@ installed. Your own learner is named ``package.module:function`` or
 file executes it, like importing a module does.
 
 A learner that also implements :meth:`Learner.training_state` and
-:meth:`Learner.load_training_state` (the NumPy ones do) is checkpointed after
+:meth:`Learner.load_training_state` (the built-in ones do) is checkpointed after
 every epoch, and an interrupted run continues exactly where it stopped
 (``train(..., resume=True)``).
 """
@@ -285,6 +285,42 @@ class TorchLearner(Learner):
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.module.load_state_dict({k: self.torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+
+    def training_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The module's state, the Adam state of every parameter and torch's CPU RNG state, as arrays."""
+        arrays = {f"param.{k}": v.detach().cpu().numpy().copy() for k, v in self.module.state_dict().items()}
+        for index, state in self.optimizer.state_dict()["state"].items():
+            arrays.update({f"adam.{index}.{k}": v.detach().cpu().numpy().copy() for k, v in state.items()})
+        arrays["rng"] = self.torch.get_rng_state().numpy().copy()
+        return arrays, {"optimizer": "adam"}
+
+    def load_training_state(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        if values != {"optimizer": "adam"}:
+            raise ValueError(f"expected values {{'optimizer': 'adam'}}, got {values!r}")
+        torch = self.torch
+        params: dict[str, Any] = {}
+        optimizer_state: dict[int, dict[str, Any]] = {}
+        rng = None
+        for key, value in arrays.items():
+            kind, _, rest = key.partition(".")
+            index, _, name = rest.partition(".")
+            if kind == "param" and rest:
+                params[rest] = torch.from_numpy(np.array(value))
+            elif kind == "adam" and index.isdigit() and name:
+                optimizer_state.setdefault(int(index), {})[name] = torch.from_numpy(np.array(value))
+            elif key == "rng" and value.dtype == np.uint8 and value.ndim == 1:
+                rng = torch.from_numpy(np.array(value))
+            else:
+                raise ValueError(f"unexpected array {key!r} in a training state")
+        if rng is None:
+            raise ValueError("the training state has no RNG state ('rng')")
+        try:
+            self.module.load_state_dict(params)
+            groups = self.optimizer.state_dict()["param_groups"]
+            self.optimizer.load_state_dict({"state": optimizer_state, "param_groups": groups})
+            torch.set_rng_state(rng)
+        except (RuntimeError, KeyError) as exc:  # torch reports mismatches as RuntimeError
+            raise ValueError(f"the training state does not fit this module: {exc}") from exc
 
 
 def softmax(n_features: int, n_classes: int, seed: int = 0, **hyper: Any) -> SoftmaxRegression:

@@ -45,8 +45,9 @@ class TrainResult:
 
     def summary(self) -> str:
         m = self.metrics
+        accuracy = "-" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}"
         return (
-            f"model {self.model} version {self.version}: test accuracy {m['test_accuracy']:.4f}, "
+            f"model {self.model} version {self.version}: test accuracy {accuracy}, "
             f"train loss {m['train_loss']:.4f}, {m['epochs']} epochs in {m['seconds']:.1f} s "
             f"({m['samples_per_second']:,.0f} samples/s)"
         )
@@ -93,7 +94,8 @@ class _Reducer:
         return mean, float(total[-2]) / max(count, 1), count
 
 
-def _evaluate(learner: Learner, loader: BatchLoader, engine: Any) -> float:
+def _evaluate(learner: Learner, loader: BatchLoader, engine: Any) -> float | None:
+    """The accuracy on the held-out rows; None when there are none (``test_fraction=0``)."""
     correct = seen = 0
     problem = None
     try:
@@ -103,7 +105,7 @@ def _evaluate(learner: Learner, loader: BatchLoader, engine: Any) -> float:
     except Exception as exc:
         problem = exc
     total = engine.allreduce(np.array([correct, seen], dtype=np.float64), problem)
-    return float(total[0] / total[1]) if total[1] else float("nan")
+    return float(total[0] / total[1]) if total[1] else None
 
 
 def train(
@@ -285,7 +287,8 @@ def train(
                         "seconds": time.perf_counter() - epoch_start,
                     }
                 )
-                bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{accuracy:.4f}")
+                shown = "-" if accuracy is None else f"{accuracy:.4f}"
+                bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=shown)
                 progress_metrics = {
                     "epochs_done": epoch + 1,
                     "train_loss": train_loss,
