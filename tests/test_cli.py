@@ -218,7 +218,9 @@ def test_the_installed_command_fails_in_one_line_and_debug_shows_the_traceback(s
     show = ["show", "v", "--index", "999,:,:", *where]
     plain = dosna(*show, DOSNA_DEBUG="")
     assert plain.returncode == 1 and plain.stdout == ""
-    assert plain.stderr.splitlines() == ["dosna show: error: index 999 is out of bounds for axis 0 with size 2"]
+    assert plain.stderr.splitlines() == [
+        "dosna show: error: index 999 is out of bounds for axis 0 with size 2"
+    ]
     for debugged in (dosna("--debug", *show), dosna(*show, "--debug"), dosna(*show, DOSNA_DEBUG="1")):
         assert debugged.returncode == 1
         assert debugged.stderr.startswith("Traceback") and "IndexError" in debugged.stderr

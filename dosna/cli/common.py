@@ -13,7 +13,15 @@ from ..connection import Connection
 from ..errors import DosnaError
 from ..locations import open_connection
 
-__all__ = ["add_connection_arguments", "connect", "debugging", "parse_index", "parse_ints", "run_handler", "table"]
+__all__ = [
+    "add_connection_arguments",
+    "connect",
+    "debugging",
+    "parse_index",
+    "parse_ints",
+    "run_handler",
+    "table",
+]
 
 #: The errors a command reports by their message alone (any other exception is
 #: reported with its type too); every failure exits with status 1.
