@@ -15,6 +15,7 @@ from .errors import ConnectionClosedError, DatasetNotFoundError
 from .io import arrays
 from .io.codecs import CodecSpec
 from .metadata import DatasetMeta, normalize_shape, validate_name
+from .namespaces import check_user_name
 
 __all__ = ["Connection", "connection"]
 
@@ -136,7 +137,7 @@ class Connection:
         ----------
         name : str
             Dataset name: 1-200 characters from letters, digits, ``._-``, not
-            starting with ``.``.
+            starting with ``.`` nor with ``models.`` (the model store's).
         shape : int or tuple of int, optional
             Array shape; taken from ``data`` when omitted.
         dtype : dtype-like, optional
@@ -179,6 +180,7 @@ class Connection:
             If the codec's package is not installed, before anything is written.
         """
         self.ensure_connected()
+        check_user_name(name)
         chunk_size = _alias("chunk_size", chunk_size, "chunks", chunks)
         fillvalue = _alias("fillvalue", fillvalue, "fill_value", fill_value)
         if data is not None:

@@ -12,6 +12,7 @@ from .indexing import plan, prepare_values, read_selection
 from .io import arrays
 from .io.chunks import ChunkIO
 from .metadata import DatasetMeta
+from .namespaces import check_user_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends.base import Backend
@@ -357,6 +358,7 @@ class Dataset:
         return self._derive(output_name, dtype, fill)
 
     def _derive(self, name: str, dtype: Any, fill: Callable[[ChunkIO], None] | None) -> Dataset:
+        check_user_name(name)
         meta = arrays.derived_meta(self._meta, name, dtype, dict(self._meta.attrs))
         created = arrays.create(self.engine, self.backend, meta, fill)
         return Dataset(self.connection, created.meta)

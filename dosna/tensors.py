@@ -30,8 +30,11 @@ Names in storage and ownership
 ``models.<model>.v<version>`` holds the manifest (in its attributes),
 ``models.<model>.v<version>.t<i>`` the i-th tensor and
 ``models.<model>.v<version>.c<epoch>-<i>`` the i-th array of a checkpoint.
-Users can create datasets with such names too, so a name alone proves nothing.
-The store therefore trusts only what it can check:
+Names starting with ``models.`` are the store's namespace: users cannot create
+datasets there (:mod:`dosna.namespaces`). A store may still hold such datasets
+that the model store did not write (made before the namespace was reserved, or
+by other programs, or edited since), so a name alone proves nothing. The store
+therefore trusts only what it can check:
 
 - a manifest is used only when it validates completely (every key, type and
   range) and names its own model and version; others are skipped with a
@@ -71,6 +74,7 @@ from .errors import (
     ModelStateError,
 )
 from .metadata import validate_dtype
+from .namespaces import owned_by
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -608,9 +612,10 @@ class ModelStore:
             self.connection.del_dataset(name)
         entries = []
         for dataset, (name, array) in zip(names, arrays.items()):
-            ds = self.connection.create_dataset(
-                dataset, data=array, attrs={MARKER: self._marker(manifest, role, name)}
-            )
+            with owned_by(PREFIX):
+                ds = self.connection.create_dataset(
+                    dataset, data=array, attrs={MARKER: self._marker(manifest, role, name)}
+                )
             entries.append(
                 {
                     "name": name,
@@ -702,9 +707,10 @@ class ModelStore:
             }
             validate_manifest(manifest, model, version, self._where(model, version))
             try:
-                self.connection.create_dataset(
-                    _manifest_name(model, version), shape=(0,), dtype="u1", attrs={"manifest": manifest}
-                )
+                with owned_by(PREFIX):
+                    self.connection.create_dataset(
+                        _manifest_name(model, version), shape=(0,), dtype="u1", attrs={"manifest": manifest}
+                    )
             except DatasetExistsError:  # another process took this number first
                 continue
             return ModelRun(self, model, version)

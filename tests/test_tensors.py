@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import dosna as dn
+from dosna.namespaces import owned_by
 from dosna.tensors import (
     FAILED,
     FINISHED,
@@ -167,6 +168,16 @@ def _store(tmp_path) -> tuple[dn.Connection, ModelStore]:
     return con, ModelStore(con)
 
 
+def _foreign(con, name: str, **kwargs):
+    """A dataset in the store's namespace that the store did not write.
+
+    Users cannot create one any more; a store may still hold one from before the
+    namespace was reserved, or from another program.
+    """
+    with owned_by("models."):
+        return con.create_dataset(name, **kwargs)
+
+
 def _edit_manifest(con, name: str, change) -> None:
     ds = con.get_dataset(name)
     manifest = ds.attrs["manifest"]
@@ -191,7 +202,7 @@ def test_a_tensor_dataset_replaced_by_a_user_dataset_is_refused(tmp_path):
     con, store = _store(tmp_path)
     store.save("net", {"w": np.arange(6.0).reshape(2, 3)})
     con.del_dataset("models.net.v1.t0")
-    con.create_dataset("models.net.v1.t0", data=np.zeros(1000))  # same name, not the store's
+    _foreign(con, "models.net.v1.t0", data=np.zeros(1000))  # same name, not the store's
     with pytest.raises(ModelCorruptError, match="not written by this version"):
         store.load("net", 1)
 
@@ -302,7 +313,7 @@ def test_delete_removes_only_what_the_version_owns(tmp_path):
     store.save("net", {"w": np.ones(2)})
     users = ["models.net.v1.t2", "models.net.v1.tmp", "models.net.v1.t0x", "models.net.v10", "models.net.v1-x"]
     for name in users:
-        con.create_dataset(name, data=np.arange(3))
+        _foreign(con, name, data=np.arange(3))
     store.delete("net", 1)
     remaining = set(con.datasets())
     assert set(users) <= remaining
@@ -314,7 +325,7 @@ def test_delete_keeps_a_listed_dataset_that_lacks_the_marker(tmp_path, caplog):
     con, store = _store(tmp_path)
     store.save("net", {"w": np.ones(2)})
     con.del_dataset("models.net.v1.t0")
-    con.create_dataset("models.net.v1.t0", data=np.arange(3))  # a user's, under the store's name
+    _foreign(con, "models.net.v1.t0", data=np.arange(3))  # a user's, under the store's name
     store.delete("net", 1)
     assert con.get_dataset("models.net.v1.t0")[:].tolist() == [0, 1, 2]
     assert "not deleting 'models.net.v1.t0'" in caplog.text
@@ -323,7 +334,7 @@ def test_delete_keeps_a_listed_dataset_that_lacks_the_marker(tmp_path, caplog):
 
 def test_saving_never_writes_over_a_user_dataset(tmp_path):
     con, store = _store(tmp_path)
-    con.create_dataset("models.net.v1.t0", data=np.arange(3))
+    _foreign(con, "models.net.v1.t0", data=np.arange(3))
     with pytest.raises(dn.ModelStateError, match="not written by the model store"):
         store.save("net", {"w": np.ones(2)})
     assert con.get_dataset("models.net.v1.t0")[:].tolist() == [0, 1, 2]
@@ -347,7 +358,7 @@ def test_an_orphan_of_a_killed_writer_is_replaced(tmp_path):
 def test_datasets_named_like_manifests_do_not_break_listing(tmp_path, caplog, name):
     con, store = _store(tmp_path)
     store.save("net", {"w": np.ones(2)})
-    con.create_dataset(name, data=np.arange(3), attrs={"manifest": {"format": "dosna-model"}})
+    _foreign(con, name, data=np.arange(3), attrs={"manifest": {"format": "dosna-model"}})
     assert store.models() == ["net"]
     assert [m["version"] for m in store.history("net")] == [1]
     assert store.versions("net") == [1]
@@ -385,3 +396,30 @@ def test_a_model_with_a_tensor_named_file_round_trips_to_npz(tmp_path):
     path = export_npz(tmp_path / "out.npz", store.load("net"))
     with np.load(path) as npz:
         assert npz["file"].tolist() == [1, 1, 1] and npz["w"].shape == (2, 2)
+
+
+@pytest.mark.parametrize("backend", ["ram", "hdf5"])
+def test_users_cannot_create_datasets_in_the_model_namespace(tmp_path, backend):
+    where = {"directory": tmp_path} if backend == "hdf5" else {}
+    con = dn.Connection(f"ns-{tmp_path.name}", backend=backend, **where).connect()
+    source = con.create_dataset("source", data=np.arange(6.0), chunk_size=2)
+    for create in (
+        lambda: con.create_dataset("models.net.v1.t0", data=np.zeros(3)),
+        lambda: con.create_dataset("models.net.v1", shape=(0,), dtype="u1", attrs={"manifest": {}}),
+        lambda: con.create_dataset("models.anything", shape=(2,)),
+        lambda: source.clone("models.net.v1.t0", data=True),
+        lambda: source.map(lambda c: c * 2, "models.net.v2"),
+    ):
+        with pytest.raises(dn.InvalidNameError, match="reserved for the model store"):
+            create()
+    assert con.datasets() == ["source"]  # refused before anything was written
+    for fine in ("models", "models-x", "my.models.x", "Models.x"):
+        con.create_dataset(fine, shape=(1,))
+    # so nothing a user creates can block or pose as a version: the store's names stay free
+    store = ModelStore(con)
+    assert store.save("net", {"w": np.ones(3)}) == 1
+    assert store.load("net")["w"].tolist() == [1, 1, 1]
+    # what the store wrote there stays readable and deletable by the user
+    assert con["models.net.v1.t0"][:].tolist() == [1, 1, 1]
+    store.delete("net", 1)
+    assert sorted(con.datasets()) == sorted(["source", "models", "models-x", "my.models.x", "Models.x"])
