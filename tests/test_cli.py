@@ -228,6 +228,24 @@ def test_the_installed_command_fails_in_one_line_and_debug_shows_the_traceback(s
     assert not (directory / "v.png").exists()
 
 
+def test_models_commands_skip_foreign_datasets_named_like_manifests(tmp_path, capsys, caplog):
+    from dosna.namespaces import owned_by
+
+    con = dn.Connection("store", backend="hdf5", directory=tmp_path).connect()
+    ModelStore(con).save("net", {"file": np.ones(2)})
+    with owned_by("models."):  # left by another program: not the store's
+        con.create_dataset("models.net.v2", data=np.arange(3), attrs={"manifest": {"format": "x"}})
+        con.create_dataset("models.other.v1", shape=(1,))
+    where = ["--backend", "hdf5", "--connection", str(tmp_path / "store")]
+    code, out, err = run_cli(capsys, "models", "list", *where)
+    assert code == 0, err
+    assert [line.split()[:3] for line in out.splitlines()[1:]] == [["net", "1", "finished"]]
+    code, out, err = run_cli(capsys, "models", "show", "net", "--version", "2", *where)
+    assert code == 1 and len(err.splitlines()) == 1 and "is corrupt at manifest" in err
+    code, out, err = run_cli(capsys, "models", "load", "net", "-o", str(tmp_path / "w.npz"), *where)
+    assert code == 0 and "wrote 1 tensors" in out
+
+
 def _imported_modules(path: pathlib.Path, package: str) -> set[str]:
     """Absolute names of the modules a source file imports (also inside functions)."""
     found: set[str] = set()

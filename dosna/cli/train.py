@@ -44,7 +44,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--learner",
         default="mlp",
-        help="softmax, mlp, torch-mlp, package.module:function or file.py:function",
+        help="softmax, mlp, torch-mlp, package.module:function or file.py:function "
+        "(which executes that file: name only files you trust)",
     )
     train.add_argument("--model", help="model name (default: <x>-<learner>)")
     train.add_argument("--epochs", type=int, default=10)
