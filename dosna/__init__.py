@@ -23,12 +23,16 @@ from .errors import (
     MetadataCorruptError,
     ModelNotFoundError,
     ModelStateError,
+    ReadOnlyError,
+    StoreExistsError,
+    StoreNotFoundError,
     StoreUnavailableError,
     UnknownBackendError,
     UnknownEngineError,
 )
 from .metadata import auto_chunk_size
 from .registry import available, register_backend, register_engine, status, use
+from .urls import open
 
 __version__ = "0.1.0"
 
@@ -47,6 +51,9 @@ __all__ = [
     "MetadataCorruptError",
     "ModelNotFoundError",
     "ModelStateError",
+    "ReadOnlyError",
+    "StoreExistsError",
+    "StoreNotFoundError",
     "StoreUnavailableError",
     "UnknownBackendError",
     "UnknownEngineError",
@@ -54,6 +61,7 @@ __all__ = [
     "auto_chunk_size",
     "available",
     "connection",
+    "open",
     "register_backend",
     "register_engine",
     "status",

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from . import registry
+from . import modes, registry
 from .backends.base import Backend
 from .dataset import Dataset
 from .engines.base import Engine
@@ -34,6 +34,11 @@ class Connection:
         Engine for this connection; default: the one chosen with :func:`dosna.use`.
     engine_kw : dict, optional
         Engine options (e.g. ``{'njobs': 4}``); default: those given to :func:`dosna.use`.
+    mode : {"a", "r", "r+", "w-", "w"}, default "a"
+        How :meth:`connect` opens the store: ``"r"`` refuses every write with
+        ReadOnlyError and, like ``"r+"``, needs the store to exist; ``"a"``
+        creates it if missing; ``"w-"`` fails if it exists; ``"w"`` deletes
+        every dataset in it (see :func:`dosna.open`).
     **options
         Backend options, e.g. ``directory='/data'`` for ``hdf5``.
 
@@ -52,9 +57,13 @@ class Connection:
         backend: str | None = None,
         engine: str | None = None,
         engine_kw: dict[str, Any] | None = None,
+        *,
+        mode: str = "a",
         **options: Any,
     ) -> None:
         self.name = validate_name(name, "connection")
+        self.mode = modes.check_mode(mode)
+        self._opened = False
         default_backend, default_engine, default_kw = registry.selected()
         backend_cls = registry.get_backend_class(backend or default_backend)
         engine_cls = registry.get_engine_class(engine or default_engine)
@@ -70,7 +79,11 @@ class Connection:
         """Connect (idempotent) and return the connection itself."""
         if not self.connected:
             self.engine.check_backend(self.backend)
-            self.backend.connect()
+            if self._opened:  # existence was settled on the first connect; "w" clears only then
+                modes.open_store(self.engine, self.backend, "a" if self.mode in ("w", "w-") else self.mode)
+            else:
+                modes.open_store(self.engine, self.backend, self.mode)
+                self._opened = True
             self.connected = True
         return self
 
@@ -85,6 +98,23 @@ class Connection:
 
     def __exit__(self, *exc: Any) -> None:
         self.disconnect()
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the connection was opened with ``mode="r"``."""
+        return self.mode == "r"
+
+    @property
+    def url(self) -> str:
+        """A URL for :func:`dosna.open` that reaches this store (no credentials in it)."""
+        from .urls import store_url
+
+        return store_url(self.backend)
+
+    def check_writable(self, what: str = "write") -> None:
+        """Raise ReadOnlyError if the connection is read-only (before any I/O)."""
+        if self.mode == "r":
+            raise modes.read_only_error(what, self.backend.location)
 
     def ensure_connected(self) -> None:
         """Raise ConnectionClosedError unless the connection is connected."""
@@ -114,6 +144,7 @@ class Connection:
         self.engine.barrier()
 
     # -- datasets --------------------------------------------------------------
+    @modes.refuses_read_only("create a dataset")
     def create_dataset(
         self,
         name: str,
@@ -218,6 +249,7 @@ class Connection:
             return False
         return self.backend.read_meta(name) is not None
 
+    @modes.refuses_read_only("delete a dataset")
     def del_dataset(self, name: str) -> None:
         """Delete a dataset and all its chunks; raise DatasetNotFoundError if missing."""
         self.ensure_connected()
@@ -247,7 +279,7 @@ class Connection:
         return len(self.datasets())
 
     def __repr__(self) -> str:
-        state = "connected" if self.connected else "not connected"
+        state = ("connected" if self.connected else "not connected") + (", read-only" if self.read_only else "")
         return (
             f"<dosna.Connection {self.name!r} backend={self.backend.name} "
             f"engine={self.engine.name} at {self.backend.location!r} ({state})>"

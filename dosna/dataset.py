@@ -12,6 +12,7 @@ from .indexing import plan, prepare_values, read_selection
 from .io import arrays
 from .io.chunks import ChunkIO
 from .metadata import DatasetMeta
+from .modes import refuses_read_only
 from .namespaces import check_user_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,6 +36,7 @@ class Attributes(MutableMapping):
     def _current(self) -> dict[str, Any]:
         return dict(self._dataset._fresh_meta().attrs)
 
+    @refuses_read_only("change attributes")
     def _store(self, attrs: dict[str, Any]) -> None:
         ds = self._dataset
         meta = ds._fresh_meta().with_attrs(attrs)
@@ -45,16 +47,19 @@ class Attributes(MutableMapping):
     def __getitem__(self, key: str) -> Any:
         return self._current()[key]
 
+    @refuses_read_only("change attributes")
     def __setitem__(self, key: str, value: Any) -> None:
         attrs = self._current()
         attrs[key] = value
         self._store(attrs)
 
+    @refuses_read_only("change attributes")
     def __delitem__(self, key: str) -> None:
         attrs = self._current()
         del attrs[key]
         self._store(attrs)
 
+    @refuses_read_only("change attributes")
     def update(self, other: Any = (), /, **kwargs: Any) -> None:  # one write, not one per key
         attrs = self._current()
         attrs.update(other, **kwargs)
@@ -228,6 +233,7 @@ class Dataset:
 
     get_data = __getitem__
 
+    @refuses_read_only("write to a dataset")
     def __setitem__(self, key: Any, value: Any) -> None:
         """Write a selection; ``value`` is cast and broadcast as NumPy does."""
         arrays.write(self.engine, self._io(), key, value)
@@ -265,6 +271,7 @@ class Dataset:
         stop = min((mine[-1] + 1) * c, n) if mine else 0
         return tuple(slice(start, stop) if a == axis else slice(None) for a in range(self.ndim))
 
+    @refuses_read_only("load a dataset")
     def load(self, src: Any) -> None:
         """Fill the dataset from ``src`` chunk by chunk.
 
@@ -275,6 +282,7 @@ class Dataset:
         """
         arrays.load(self.engine, self._io(), src)
 
+    @refuses_read_only("resize a dataset")
     def resize(self, shape: Any) -> None:
         """Change the shape (same number of axes), as h5py's ``Dataset.resize``.
 
@@ -292,6 +300,7 @@ class Dataset:
         """
         self._meta = arrays.resize(self.engine, self._io(), shape)
 
+    @refuses_read_only("append to a dataset")
     def append(self, values: Any, axis: int = 0) -> None:
         """Grow along ``axis`` and write ``values`` there (one element of the axis, or a block).
 
@@ -303,6 +312,7 @@ class Dataset:
         """
         self._meta = arrays.append(self.engine, self._io(), values, axis)
 
+    @refuses_read_only("write a map's output")
     def map(
         self,
         func: Callable[[np.ndarray], np.ndarray],
@@ -336,11 +346,13 @@ class Dataset:
             raise ValueError(f"halo must be a non-negative int or {self.ndim} of them, got {halo!r}")
         return tuple(int(h) for h in sizes)
 
+    @refuses_read_only("apply a function to a dataset")
     def apply(self, func: Callable[[np.ndarray], np.ndarray]) -> None:
         """Replace every chunk with ``func(chunk)`` in place (see :meth:`map`)."""
         chunks = self._io()
         arrays.transform(self.engine, chunks, chunks, func)
 
+    @refuses_read_only("clone a dataset")
     def clone(self, output_name: str, data: bool = False, dtype: Any = None) -> Dataset:
         """A new dataset with this one's shape, chunking, codec, fill value and attributes.
 
@@ -363,6 +375,7 @@ class Dataset:
         created = arrays.create(self.engine, self.backend, meta, fill)
         return Dataset(self.connection, created.meta)
 
+    @refuses_read_only("clear a dataset")
     def clear(self) -> None:
         """Delete every stored chunk: the whole dataset reads as the fill value."""
         arrays.clear(self.engine, self._io())
@@ -381,12 +394,14 @@ class Dataset:
         chunks = self._io()
         return chunks.backend.has_chunk(chunks.meta, chunks.meta.check_chunk_index(idx))
 
+    @refuses_read_only("write a chunk")
     def create_chunk(self, idx: Any, data: Any = None) -> DataChunk:
         """Write chunk ``idx`` (with ``data``, or the fill value) and return it."""
         chunk = self.get_chunk(idx)
         chunk.set_data(self.fillvalue if data is None else data)
         return chunk
 
+    @refuses_read_only("delete a chunk")
     def del_chunk(self, idx: Any) -> None:
         """Delete chunk ``idx``; it then reads as the fill value."""
         chunks = self._io()
@@ -446,6 +461,7 @@ class DataChunk:
             out[out_sel] = read_selection(data, chunk_sel)
         return sel.to_numpy(out)
 
+    @refuses_read_only("write a chunk")
     def set_data(self, values: Any, slices: Any = Ellipsis) -> None:
         """Write ``chunk[slices] = values`` (read-modify-write unless it covers the chunk)."""
         chunks = self.dataset._io()

@@ -17,9 +17,13 @@ __all__ = [
     "DatasetNotFoundError",
     "DosnaError",
     "InvalidNameError",
+    "InvalidOptionError",
     "MetadataCorruptError",
     "ModelNotFoundError",
     "ModelStateError",
+    "ReadOnlyError",
+    "StoreExistsError",
+    "StoreNotFoundError",
     "StoreUnavailableError",
     "UnknownBackendError",
     "UnknownEngineError",
@@ -121,3 +125,19 @@ class MetadataCorruptError(DosnaError, OSError):
 
     def __reduce__(self):
         return (type(self), (self.dataset, self.path, self.reason))
+
+
+class ReadOnlyError(DosnaError, PermissionError):
+    """A write (create, set, delete, attributes, resize, ...) through a connection opened with ``mode="r"``."""
+
+
+class StoreNotFoundError(DosnaError, FileNotFoundError):
+    """The store a connection names does not exist, and the mode (``"r"``, ``"r+"``) does not create it."""
+
+
+class StoreExistsError(DosnaError, FileExistsError):
+    """The store exists, and the mode (``"w-"``) asks for a new one."""
+
+
+class InvalidOptionError(DosnaError, ValueError):
+    """A backend or engine option that its class does not take, or a value that does not fit its type."""

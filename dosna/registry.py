@@ -2,11 +2,20 @@
 
 Backends and engines are registered by name with the import path of their class
 and imported on first use, so ``import dosna`` needs nothing but NumPy.
+
+Installed packages add backends and engines through the entry point groups
+``dosna.backends`` and ``dosna.engines`` (name = ``"package.module:Class"``);
+dosna's own are declared the same way in its ``pyproject.toml``, and also
+listed here so that a source checkout finds them without being installed.
+A backend's name is also its URL scheme for :func:`dosna.open`.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +43,39 @@ _ENGINES: dict[str, str] = {
     "mpi": "dosna.engines.mpi:MpiEngine",
 }
 _ENGINE_ALIASES = {"jl": "joblib"}
+_BUILTIN = {"backend": dict(_BACKENDS), "engine": dict(_ENGINES)}
+#: (kind, name) -> the distribution that declared it, for plugins
+_PLUGINS: dict[tuple[str, str], str] = {}
+_discovered = False
+_discover_lock = threading.Lock()
+log = logging.getLogger(__name__)
+
+
+def _discover() -> None:
+    """Add the backends and engines installed packages declare as entry points (once)."""
+    global _discovered
+    if _discovered:
+        return
+    with _discover_lock:
+        if _discovered:
+            return
+        for kind, table in (("backend", _BACKENDS), ("engine", _ENGINES)):
+            for ep in importlib.metadata.entry_points(group=f"dosna.{kind}s"):
+                dist = getattr(getattr(ep, "dist", None), "name", None) or "an installed package"
+                if ep.name in table:
+                    if table[ep.name] != ep.value:
+                        log.warning(
+                            "ignoring the %s %r declared by %s (%s): the name is taken by %s",
+                            kind,
+                            ep.name,
+                            dist,
+                            ep.value,
+                            table[ep.name],
+                        )
+                    continue
+                table[ep.name] = ep.value
+                _PLUGINS[(kind, ep.name)] = dist
+        _discovered = True
 
 
 @dataclass
@@ -57,12 +99,14 @@ def register_engine(name: str, target: str | type, *, clobber: bool = False) -> 
 
 
 def _register(table: dict, kind: str, name: str, target: Any, clobber: bool) -> None:
+    _discover()
     if name in table and not clobber:
         raise ValueError(f"{kind} {name!r} is already registered (pass clobber=True to replace it)")
     table[name] = target
 
 
 def _load(table: dict, kind: str, name: str, unknown: type[Exception]) -> type:
+    _discover()
     if name not in table:
         raise unknown(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
     target = table[name]
@@ -74,11 +118,18 @@ def _load(table: dict, kind: str, name: str, unknown: type[Exception]) -> type:
     except BackendUnavailableError:
         raise
     except ImportError as exc:
+        hint = (
+            f": pip install 'dosna[{name}]'"
+            if _BUILTIN[kind].get(name) == target
+            else f" (the {kind} comes from {_PLUGINS.get((kind, name), target)})"
+        )
         raise BackendUnavailableError(
-            f"the {name} {kind} needs the package {exc.name!r}, which is not installed: "
-            f"pip install 'dosna[{name}]'"
+            f"the {name} {kind} needs the package {exc.name!r}, which is not installed{hint}"
         ) from exc
-    return getattr(module, attr)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise unknown(f"the {name} {kind} is registered as {target!r}, which does not exist") from None
 
 
 def get_backend_class(name: str | None = None) -> type:
@@ -138,6 +189,7 @@ def use(
 
 def available() -> dict[str, dict[str, str | None]]:
     """For each registered backend and engine: None if usable, else why not."""
+    _discover()
     out: dict[str, dict[str, str | None]] = {"backends": {}, "engines": {}}
     for kind, table, unknown in (
         ("backends", _BACKENDS, UnknownBackendError),

@@ -8,6 +8,11 @@ Layout in the pool given as the connection name:
 - the object ``dosna.datasets`` in the default namespace lists the datasets in
   its omap, so listing them never scans the pool.
 
+With a store prefix (``ceph://pool/runs/1`` has the prefix ``runs/1``) a
+dataset's namespace is ``<prefix>/<dataset>`` and the index object lives in the
+namespace ``<prefix>/``, so several stores share a pool without seeing each
+other's datasets (dataset names never hold ``/``).
+
 Whole chunks are written with one ``write_full`` (atomic in RADOS); partial
 reads fetch only the byte range that holds the selection. Deleting a dataset
 removes its chunks by name from the chunk grid, without listing the pool.
@@ -24,6 +29,7 @@ import contextlib
 import itertools
 import os
 import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -38,6 +44,7 @@ from ..io.codecs import Encoded
 from ..metadata import DatasetMeta
 from .base import IOHints, chunk_key, parse_chunk_key
 from .objects import EncodedObjectBackend
+from .prefixes import validate_prefix
 
 try:
     import rados
@@ -66,6 +73,9 @@ class CephBackend(EncodedObjectBackend):
     ----------
     name : str
         The pool; it must exist (pools are an administrator's decision).
+    prefix : str, default ``''``
+        The store's part of the pool: its datasets live in the RADOS
+        namespaces ``<prefix>/<dataset>``, so several stores share a pool.
     conffile : str, default ``'ceph.conf'``
         Ceph configuration file (monitor addresses, keyring location).
     timeout : float, default 5
@@ -86,6 +96,7 @@ class CephBackend(EncodedObjectBackend):
     def __init__(
         self,
         name: str,
+        prefix: str = "",
         conffile: str | os.PathLike = "ceph.conf",
         timeout: float = 5,
         client_id: str | None = None,
@@ -94,6 +105,7 @@ class CephBackend(EncodedObjectBackend):
         io_threads: int = 4,
     ) -> None:
         super().__init__(name)
+        self.prefix = validate_prefix(prefix)
         self.conffile = os.fspath(conffile)
         self.timeout = float(timeout)
         self.client_id = (
@@ -133,7 +145,44 @@ class CephBackend(EncodedObjectBackend):
 
     @property
     def location(self) -> str:
-        return f"ceph://{self.connection_name}"
+        return f"ceph://{self.connection_name}" + (f"/{self.prefix}" if self.prefix else "")
+
+    @property
+    def url(self) -> str:
+        """``ceph://pool/prefix?conffile=...`` (and the user and keyring file, if given)."""
+        query = {
+            k: v
+            for k, v in (
+                ("conffile", os.path.abspath(self.conffile)),
+                ("client_id", self.client_id),
+                ("keyring", self.keyring),
+            )
+            if v
+        }
+        return f"{self.location}?{urllib.parse.urlencode(query)}"
+
+    def _ns(self, dataset: str) -> str:
+        """The RADOS namespace of ``dataset``."""
+        return f"{self.prefix}/{dataset}" if self.prefix else dataset
+
+    @property
+    def _index_ns(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def store_exists(self) -> bool:
+        """Whether the pool exists and, with a prefix, a dataset was ever created under it.
+
+        Connects to the cluster; a missing pool raises the error :meth:`connect` gives.
+        """
+        self.connect()
+        if not self.prefix:
+            return True
+        with self._failures("look up the dataset index"):
+            try:
+                self._ctx(self._index_ns).stat(INDEX_OBJECT)
+            except rados.ObjectNotFound:
+                return False
+        return True
 
     # -- connection --------------------------------------------------------------
     def connect(self) -> None:
@@ -209,7 +258,7 @@ class CephBackend(EncodedObjectBackend):
 
     # -- datasets ------------------------------------------------------------------
     def list_datasets(self) -> list[str]:
-        ioctx = self._ctx("")
+        ioctx = self._ctx(self._index_ns)
         names: list[str] = []
         start = ""
         with self._failures("list datasets"):
@@ -227,7 +276,7 @@ class CephBackend(EncodedObjectBackend):
                 start = page[-1]
 
     def _set_index(self, dataset: str, present: bool) -> None:
-        ioctx = self._ctx("")
+        ioctx = self._ctx(self._index_ns)
         with self._failures("update the dataset index"), rados.WriteOpCtx() as op:
             if present:
                 ioctx.set_omap(op, (dataset,), (b"",))
@@ -236,7 +285,7 @@ class CephBackend(EncodedObjectBackend):
             ioctx.operate_write_op(op, INDEX_OBJECT)
 
     def read_meta(self, dataset: str) -> bytes | None:
-        ioctx = self._ctx(dataset)
+        ioctx = self._ctx(self._ns(dataset))
         with self._failures(f"read metadata of {dataset!r}"):
             try:
                 data = ioctx.read(META_OBJECT, _MAX_META)
@@ -248,7 +297,7 @@ class CephBackend(EncodedObjectBackend):
         return data
 
     def create_meta(self, dataset: str, data: bytes) -> None:
-        ioctx = self._ctx(dataset)
+        ioctx = self._ctx(self._ns(dataset))
         op = ioctx.create_write_op()
         try:
             op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
@@ -265,13 +314,13 @@ class CephBackend(EncodedObjectBackend):
         if self.read_meta(dataset) is None:
             raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
         with self._failures(f"update metadata of {dataset!r}"):
-            self._ctx(dataset).write_full(META_OBJECT, bytes(data))
+            self._ctx(self._ns(dataset)).write_full(META_OBJECT, bytes(data))
 
     def delete_dataset(self, dataset: str) -> None:
         raw = self.read_meta(dataset)
         if raw is None:
             raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
-        ioctx = self._ctx(dataset)
+        ioctx = self._ctx(self._ns(dataset))
         with self._failures(f"delete dataset {dataset!r}"):
             ioctx.remove_object(META_OBJECT)  # from here on the dataset does not exist
         self._set_index(dataset, False)
@@ -307,7 +356,7 @@ class CephBackend(EncodedObjectBackend):
     def fetch(self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]) -> bytes | None:
         with self._failures(f"read chunk {idx} of {meta.name!r}"):
             try:
-                return self._ctx(meta.name).read(chunk_key(idx), byte_range[1], byte_range[0])
+                return self._ctx(self._ns(meta.name)).read(chunk_key(idx), byte_range[1], byte_range[0])
             except rados.ObjectNotFound:
                 return None
 
@@ -319,12 +368,12 @@ class CephBackend(EncodedObjectBackend):
 
     def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: Encoded) -> None:
         with self._failures(f"write chunk {idx} of {meta.name!r}"):
-            self._ctx(meta.name).write_full(chunk_key(idx), bytes(data))
+            self._ctx(self._ns(meta.name)).write_full(chunk_key(idx), bytes(data))
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
         with self._failures(f"stat chunk {idx} of {meta.name!r}"):
             try:
-                self._ctx(meta.name).stat(chunk_key(idx))
+                self._ctx(self._ns(meta.name)).stat(chunk_key(idx))
             except rados.ObjectNotFound:
                 return False
         return True
@@ -334,12 +383,12 @@ class CephBackend(EncodedObjectBackend):
             self._failures(f"delete chunk {idx} of {meta.name!r}"),
             contextlib.suppress(rados.ObjectNotFound),
         ):
-            self._ctx(meta.name).remove_object(chunk_key(idx))
+            self._ctx(self._ns(meta.name)).remove_object(chunk_key(idx))
 
     def stored_bytes(self, meta: DatasetMeta) -> int:
         total = 0
         with self._failures(f"stat chunks of {meta.name!r}"):
-            ioctx = self._ctx(meta.name)
+            ioctx = self._ctx(self._ns(meta.name))
             for idx in self.list_chunks(meta):
                 with contextlib.suppress(rados.ObjectNotFound):
                     total += int(ioctx.stat(chunk_key(idx))[0])
@@ -347,5 +396,5 @@ class CephBackend(EncodedObjectBackend):
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         with self._failures(f"list chunks of {meta.name!r}"):
-            keys = [o.key for o in self._ctx(meta.name).list_objects()]
+            keys = [o.key for o in self._ctx(self._ns(meta.name)).list_objects()]
         return sorted(idx for idx in (parse_chunk_key(k, meta.ndim) for k in keys) if idx is not None)

@@ -368,6 +368,10 @@ class Hdf5Backend(Backend):
     def location(self) -> str:
         return self.root
 
+    def store_exists(self) -> bool:
+        """Whether the store's directory exists (checked before :meth:`connect` would create it)."""
+        return os.path.isdir(self.root)
+
     def connect(self) -> None:
         if self.create:
             os.makedirs(self.root, exist_ok=True)

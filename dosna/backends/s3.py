@@ -1,11 +1,13 @@
 """The ``s3`` backend: datasets as key prefixes in one S3 bucket, through boto3.
 
-Layout in the bucket given as the connection name::
+Layout in the bucket given as the connection name, under the optional store
+prefix (``s3://bucket/runs/1`` has the prefix ``runs/1``)::
 
-    <dataset>/.dosna.json      metadata (JSON)
-    <dataset>/3.0.12           chunk (3, 0, 12): the chunk's raw bytes
+    [<prefix>/]<dataset>/.dosna.json      metadata (JSON)
+    [<prefix>/]<dataset>/3.0.12           chunk (3, 0, 12): the chunk's raw bytes
 
-One bucket per connection (the original used one bucket per dataset). A chunk
+One bucket holds one store, or several under different prefixes (the original
+used one bucket per dataset). A chunk
 is read with a single GET (a missing key reads as the fill value: no HEAD
 first), partial reads use ranged GETs, and many-chunk calls run requests
 concurrently. Credentials come from the standard AWS chain (environment
@@ -19,6 +21,7 @@ import contextlib
 import os
 import re
 import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -34,6 +37,7 @@ from ..io.codecs import Encoded
 from ..metadata import DatasetMeta
 from .base import IOHints, chunk_key, parse_chunk_key
 from .objects import EncodedObjectBackend
+from .prefixes import validate_prefix
 
 try:
     import boto3
@@ -81,6 +85,9 @@ class S3Backend(EncodedObjectBackend):
     ----------
     name : str
         The bucket (created on connect if missing and ``create`` is true).
+    prefix : str, default ``''``
+        Where in the bucket the datasets are: ``'runs/1'`` keeps them under
+        ``runs/1/``, so several stores share a bucket.
     endpoint_url : str, optional
         S3 endpoint, e.g. ``'http://127.0.0.1:7480'`` for a local radosgw;
         default: AWS.
@@ -111,6 +118,7 @@ class S3Backend(EncodedObjectBackend):
     def __init__(
         self,
         name: str,
+        prefix: str = "",
         endpoint_url: str | None = None,
         verify: bool | str = True,
         profile_name: str | None = "default",
@@ -123,6 +131,8 @@ class S3Backend(EncodedObjectBackend):
         addressing_style: str = "path",
     ) -> None:
         super().__init__(validate_bucket_name(name))
+        self.prefix = validate_prefix(prefix)
+        self._base = f"{self.prefix}/" if self.prefix else ""
         self.endpoint_url = endpoint_url
         self.verify = verify
         self.profile_name = None if profile_name in (None, "default") else profile_name
@@ -145,6 +155,7 @@ class S3Backend(EncodedObjectBackend):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._base = f"{self.prefix}/" if self.prefix else ""
         self._reset()
         key = tuple(sorted((k, str(v)) for k, v in state.items()))
         with _WORKER_LOCK:
@@ -155,7 +166,26 @@ class S3Backend(EncodedObjectBackend):
 
     @property
     def location(self) -> str:
-        return f"s3://{self.connection_name}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+        where = f"s3://{self.connection_name}" + (f"/{self.prefix}" if self.prefix else "")
+        return where + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
+    @property
+    def url(self) -> str:
+        """``s3://bucket/prefix`` with the endpoint and profile, if not the defaults, as a query."""
+        query = {
+            k: v
+            for k, v in (
+                ("endpoint_url", self.endpoint_url),
+                ("profile_name", self.profile_name),
+                ("addressing_style", None if self.addressing_style == "path" else self.addressing_style),
+            )
+            if v
+        }
+        path = f"s3://{self.connection_name}" + (f"/{self.prefix}" if self.prefix else "")
+        return path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+    def _key(self, dataset: str, leaf: str = "") -> str:
+        return f"{self._base}{dataset}/{leaf}"
 
     # -- connection ------------------------------------------------------------
     def _make_client(self) -> Any:
@@ -202,6 +232,20 @@ class S3Backend(EncodedObjectBackend):
         except botocore.exceptions.ClientError as exc:
             if _code(exc) not in ("BucketAlreadyOwnedByYou",):
                 raise DosnaError(f"cannot create bucket {self.location}: {_code(exc)}") from None
+
+    def store_exists(self) -> bool:
+        """Whether the bucket exists and, with a prefix, holds an object under it."""
+        with self._failures("reach the bucket"):
+            try:
+                self.client.head_bucket(Bucket=self.connection_name)
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                    return False
+                raise
+            if not self.prefix:
+                return True
+            page = self.client.list_objects_v2(Bucket=self.connection_name, Prefix=self._base, MaxKeys=1)
+        return bool(page.get("Contents"))
 
     def disconnect(self) -> None:
         with self._lock:
@@ -271,36 +315,38 @@ class S3Backend(EncodedObjectBackend):
         prefixes: list[str] = []
         with self._failures("list datasets"):
             for page in self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.connection_name, Delimiter="/"
+                Bucket=self.connection_name, Prefix=self._base, Delimiter="/"
             ):
-                prefixes.extend(p["Prefix"][:-1] for p in page.get("CommonPrefixes", ()))
-        return sorted(name for name in prefixes if self._exists(f"{name}/{META_KEY}", "list datasets"))
+                prefixes.extend(p["Prefix"][len(self._base) : -1] for p in page.get("CommonPrefixes", ()))
+        return sorted(name for name in prefixes if self._exists(self._key(name, META_KEY), "list datasets"))
 
     def meta_location(self, dataset: str) -> str:
         return f"{self.location}/{dataset}/{META_KEY}"
 
     def read_meta(self, dataset: str) -> bytes | None:
-        return self._get(f"{dataset}/{META_KEY}", f"read metadata of {dataset!r}")
+        return self._get(self._key(dataset, META_KEY), f"read metadata of {dataset!r}")
 
     def create_meta(self, dataset: str, data: bytes) -> None:
         # S3 has no portable create-if-absent: check, then write. Two clients
         # creating the same name at the same moment: the last one wins.
-        if self._exists(f"{dataset}/{META_KEY}", f"create dataset {dataset!r}"):
+        if self._exists(self._key(dataset, META_KEY), f"create dataset {dataset!r}"):
             raise DatasetExistsError(f"dataset {dataset!r} already exists in {self.location}")
-        self._put(f"{dataset}/{META_KEY}", bytes(data), f"create dataset {dataset!r}")
+        self._put(self._key(dataset, META_KEY), bytes(data), f"create dataset {dataset!r}")
 
     def update_meta(self, dataset: str, data: bytes) -> None:
-        if not self._exists(f"{dataset}/{META_KEY}", f"update metadata of {dataset!r}"):
+        if not self._exists(self._key(dataset, META_KEY), f"update metadata of {dataset!r}"):
             raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
-        self._put(f"{dataset}/{META_KEY}", bytes(data), f"update metadata of {dataset!r}")
+        self._put(self._key(dataset, META_KEY), bytes(data), f"update metadata of {dataset!r}")
 
     def delete_dataset(self, dataset: str) -> None:
-        meta_key = f"{dataset}/{META_KEY}"
+        meta_key = self._key(dataset, META_KEY)
         if not self._exists(meta_key, f"delete dataset {dataset!r}"):
             raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
         with self._failures(f"delete dataset {dataset!r}"):
             self.client.delete_object(Bucket=self.connection_name, Key=meta_key)  # gone from here on
-            keys = self._keys(f"{dataset}/", f"delete dataset {dataset!r}")  # only this dataset's keys
+            # this dataset's own keys only: never those of a store whose prefix runs through it
+            base = self._key(dataset)
+            keys = [k for k in self._keys(base, f"delete dataset {dataset!r}") if "/" not in k[len(base) :]]
             for start in range(0, len(keys), 1000):
                 self.client.delete_objects(
                     Bucket=self.connection_name,
@@ -312,24 +358,24 @@ class S3Backend(EncodedObjectBackend):
         return f"{self.location}/{meta.name}/{chunk_key(idx)}"
 
     def fetch(self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]) -> bytes | None:
-        return self._get(f"{meta.name}/{chunk_key(idx)}", f"read chunk {idx} of {meta.name!r}", byte_range)
+        return self._get(self._key(meta.name, chunk_key(idx)), f"read chunk {idx} of {meta.name!r}", byte_range)
 
     @property
     def hints(self) -> IOHints:
         return IOHints(threads=self.io_threads, parallel_min_part=0)  # every request waits on the network
 
     def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: Encoded) -> None:
-        self._put(f"{meta.name}/{chunk_key(idx)}", bytes(data), f"write chunk {idx} of {meta.name!r}")
+        self._put(self._key(meta.name, chunk_key(idx)), bytes(data), f"write chunk {idx} of {meta.name!r}")
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
-        return self._exists(f"{meta.name}/{chunk_key(idx)}", f"look up chunk {idx} of {meta.name!r}")
+        return self._exists(self._key(meta.name, chunk_key(idx)), f"look up chunk {idx} of {meta.name!r}")
 
     def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
         with self._failures(f"delete chunk {idx} of {meta.name!r}"):
-            self.client.delete_object(Bucket=self.connection_name, Key=f"{meta.name}/{chunk_key(idx)}")
+            self.client.delete_object(Bucket=self.connection_name, Key=self._key(meta.name, chunk_key(idx)))
 
     def stored_bytes(self, meta: DatasetMeta) -> int:
-        prefix = f"{meta.name}/"
+        prefix = self._key(meta.name)
         return sum(
             size
             for key, size in self._objects(prefix, f"list chunks of {meta.name!r}")
@@ -337,7 +383,7 @@ class S3Backend(EncodedObjectBackend):
         )
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
-        prefix = f"{meta.name}/"
+        prefix = self._key(meta.name)
         keys = self._keys(prefix, f"list chunks of {meta.name!r}")
         return sorted(
             i for i in (parse_chunk_key(k[len(prefix) :], meta.ndim) for k in keys) if i is not None

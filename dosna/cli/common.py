@@ -28,26 +28,42 @@ __all__ = [
 FAILURES = (DosnaError, ValueError, TypeError, LookupError, OSError, ImportError)
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--backend``, ``--connection``, ``--engine`` and their options to ``parser``.
+def add_connection_arguments(parser: argparse.ArgumentParser, mode: str = "a") -> None:
+    """Add the store (a positional URL, or ``--backend`` and ``--connection``), ``--engine`` and options.
+
+    Call it before adding the command's own positional arguments: the store
+    comes first (``dosna info s3://bucket/run1 volume``) and may be left out
+    when ``--connection`` names it.
 
     Parameters
     ----------
     parser : argparse.ArgumentParser
         A sub-command's parser; the options go in a group "where the data is".
+    mode : {"r", "r+", "a", "w-", "w"}
+        How the command opens the store (see :func:`dosna.open`): ``"r"`` for
+        commands that only read, so they never create or change anything.
     """
+    parser.add_argument(
+        "store",
+        nargs="?",
+        metavar="STORE",
+        help="where the datasets are: a directory (hdf5) or a URL: s3://bucket/prefix, ceph://pool, ram://name",
+    )
+    parser.set_defaults(store_mode=mode, store_parser=parser)
     group = parser.add_argument_group("where the data is")
-    group.add_argument("--backend", default="hdf5", help="ram, hdf5, ceph, s3 (default: hdf5)")
+    group.add_argument(
+        "--backend", default=None, help="ram, hdf5, ceph, s3 (default: the URL's scheme, else hdf5)"
+    )
     group.add_argument(
         "--connection",
-        required=True,
-        help="hdf5: a directory; ceph: the pool; s3: the bucket; ram: a name",
+        help="instead of STORE: hdf5: a directory; ceph: the pool; s3: the bucket; ram: a name; or a URL",
     )
     group.add_argument(
         "--connection-options",
         default="",
         metavar="K=V,...",
-        help="backend options, e.g. conffile=/etc/ceph/ceph.conf or endpoint_url=http://...",
+        help="backend options, e.g. conffile=/etc/ceph/ceph.conf or endpoint_url=http://... "
+        "(typed by the backend: create=false, directory=123 is text; JSON values where untyped)",
     )
     group.add_argument("--engine", default="cpu", help="cpu, joblib, mpi (default: cpu)")
     group.add_argument("--engine-options", default="", metavar="K=V,...", help="engine options, e.g. njobs=4")
@@ -59,16 +75,37 @@ def connect(args: argparse.Namespace) -> Connection:
     Parameters
     ----------
     args : argparse.Namespace
-        Parsed arguments with ``backend``, ``connection``, ``engine``,
-        ``connection_options`` and ``engine_options``.
+        Parsed arguments with ``store``, ``backend``, ``connection``,
+        ``engine``, ``connection_options``, ``engine_options`` and
+        ``store_mode``.
 
     Returns
     -------
     Connection
         The open connection; use it as a context manager to close it.
+
+    Raises
+    ------
+    SystemExit
+        With status 2 (bad usage) when neither or both of STORE and
+        ``--connection`` are given.
     """
+    store, connection = getattr(args, "store", None), getattr(args, "connection", None)
+    if (store is None) == (connection is None):
+        message = "give the store (a directory or URL) or --connection, not both"
+        if store is None:
+            message = "give the store: a directory or URL (or --backend and --connection)"
+        parser = getattr(args, "store_parser", None)
+        if parser is not None:
+            parser.error(message)
+        raise ValueError(message)
     return open_connection(
-        args.backend, args.connection, args.engine, args.connection_options, args.engine_options
+        args.backend,
+        store if store is not None else connection,
+        args.engine,
+        args.connection_options,
+        args.engine_options,
+        mode=getattr(args, "store_mode", "a"),
     )
 
 

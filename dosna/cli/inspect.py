@@ -82,20 +82,20 @@ def _show(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``ls``, ``info`` and ``show`` to ``sub``, the sub-parsers of the ``dosna`` command."""
     ls = sub.add_parser("ls", help="the datasets with shape, dtype, chunks and size")
-    add_connection_arguments(ls)
+    add_connection_arguments(ls, mode="r")
     ls.set_defaults(handler=_ls)
 
     info = sub.add_parser("info", help="a dataset's metadata, attributes and stored chunks")
+    add_connection_arguments(info, mode="r")
     info.add_argument("name")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--max-chunks", type=int, default=20, help="stored chunk indices listed (default 20)")
-    add_connection_arguments(info)
     info.set_defaults(handler=_info)
 
     show = sub.add_parser("show", help="render a 2-D slice of a dataset as a PNG image")
+    add_connection_arguments(show, mode="r")
     show.add_argument("name")
     show.add_argument("--index", required=True, help='e.g. "0,:,:" (must leave 2 axes)')
     show.add_argument("-o", "--output", help="PNG file (default NAME.png)")
     show.add_argument("--cmap", default="viridis", help="matplotlib colour map")
-    add_connection_arguments(show)
     show.set_defaults(handler=_show)

@@ -66,5 +66,5 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--checkpoint-every", type=int, default=1, metavar="K", help="checkpoint every K epochs (0: never)"
     )
-    add_connection_arguments(train)
+    add_connection_arguments(train, mode="r+")
     train.set_defaults(handler=_train)
