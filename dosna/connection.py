@@ -279,7 +279,9 @@ class Connection:
         return len(self.datasets())
 
     def __repr__(self) -> str:
-        state = ("connected" if self.connected else "not connected") + (", read-only" if self.read_only else "")
+        state = ("connected" if self.connected else "not connected") + (
+            ", read-only" if self.read_only else ""
+        )
         return (
             f"<dosna.Connection {self.name!r} backend={self.backend.name} "
             f"engine={self.engine.name} at {self.backend.location!r} ({state})>"

@@ -70,7 +70,9 @@ def open_connection(
     url = location_url(backend, location)
     backend_name = scheme_of(url) or "hdf5"
     if isinstance(options, str) or options is None:
-        options = parse_options(options, registry.get_backend_class(backend_name), f"the {backend_name} backend")
+        options = parse_options(
+            options, registry.get_backend_class(backend_name), f"the {backend_name} backend"
+        )
     else:
         options = dict(options)
     if backend_name == "hdf5" and "directory" in options and scheme_of(url) is None:

@@ -84,7 +84,12 @@ def _delete_all(backend: Any) -> None:
 
 def _connection_of(obj: Any) -> Any:
     while not hasattr(obj, "check_writable"):
-        obj = getattr(obj, "connection", None) or getattr(obj, "dataset", None) or obj._dataset
+        for attr in ("connection", "dataset", "_dataset"):  # no truth tests: a connection has a len()
+            if hasattr(obj, attr):
+                obj = getattr(obj, attr)
+                break
+        else:
+            raise TypeError(f"{type(obj).__name__} reaches no connection")
     return obj
 
 

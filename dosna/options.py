@@ -39,7 +39,9 @@ def split_options(text: str | None, separator: str = ",") -> dict[str, str]:
     InvalidOptionError
         For an item without ``=``, an empty key or a key given twice.
     """
-    items, current, depth, quoted, escaped = [], [], 0, False, False
+    items: list[str] = []
+    current: list[str] = []
+    depth, quoted, escaped = 0, False, False
     for char in text or "":
         if quoted:
             quoted = escaped or char != '"'

@@ -118,11 +118,11 @@ def _load(table: dict, kind: str, name: str, unknown: type[Exception]) -> type:
     except BackendUnavailableError:
         raise
     except ImportError as exc:
-        hint = (
-            f": pip install 'dosna[{name}]'"
-            if _BUILTIN[kind].get(name) == target
-            else f" (the {kind} comes from {_PLUGINS.get((kind, name), target)})"
-        )
+        if _BUILTIN[kind].get(name) == target:
+            hint = f": pip install 'dosna[{name}]'"
+        else:
+            origin = _PLUGINS.get((kind, name))
+            hint = f": pip install {exc.name}" + (f" (the {kind} comes from {origin})" if origin else "")
         raise BackendUnavailableError(
             f"the {name} {kind} needs the package {exc.name!r}, which is not installed{hint}"
         ) from exc

@@ -29,7 +29,7 @@ from typing import Any
 
 from . import registry
 from .connection import Connection
-from .options import split_options, typed_options
+from .options import typed_options
 
 __all__ = ["StoreTarget", "open", "parse_url", "store_url"]
 
@@ -64,7 +64,9 @@ def _hdf5(path: str) -> tuple[str, dict[str, Any]]:
 def _bucket_and_prefix(scheme: str, rest: str) -> tuple[str, dict[str, Any]]:
     name, _, prefix = rest.partition("/")
     if not name:
-        raise ValueError(f"a {scheme} URL names the {'bucket' if scheme == 's3' else 'pool'}: {scheme}://NAME/...")
+        raise ValueError(
+            f"a {scheme} URL names the {'bucket' if scheme == 's3' else 'pool'}: {scheme}://NAME/..."
+        )
     prefix = prefix.strip("/")
     return urllib.parse.unquote(name), ({"prefix": urllib.parse.unquote(prefix)} if prefix else {})
 
@@ -184,7 +186,9 @@ def open(
         raise TypeError(f"options {both} are given both in storage_options and as keywords")
     merged = dict(target.options)
     _merge(merged, {**storage_options, **options}, "the URL")
-    con = Connection(target.name, backend=target.backend, engine=engine, engine_kw=engine_kw, mode=mode, **merged)
+    con = Connection(
+        target.name, backend=target.backend, engine=engine, engine_kw=engine_kw, mode=mode, **merged
+    )
     return con.connect()
 
 

@@ -358,7 +358,9 @@ class S3Backend(EncodedObjectBackend):
         return f"{self.location}/{meta.name}/{chunk_key(idx)}"
 
     def fetch(self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]) -> bytes | None:
-        return self._get(self._key(meta.name, chunk_key(idx)), f"read chunk {idx} of {meta.name!r}", byte_range)
+        return self._get(
+            self._key(meta.name, chunk_key(idx)), f"read chunk {idx} of {meta.name!r}", byte_range
+        )
 
     @property
     def hints(self) -> IOHints:

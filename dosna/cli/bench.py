@@ -40,7 +40,15 @@ def _bench(args: argparse.Namespace) -> int:
         if not con.engine.is_root:
             return 0
         config = sweep_config(
-            con, shape, args.dtype, args.pattern, block, args.count, args.repeat, con.backend.name, con.engine.name
+            con,
+            shape,
+            args.dtype,
+            args.pattern,
+            block,
+            args.count,
+            args.repeat,
+            con.backend.name,
+            con.engine.name,
         )
         config["codecs"] = [r for r in dict.fromkeys(r.codec for r in results)]
         paths = write_outputs(results, config, args.out)

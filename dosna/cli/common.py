@@ -91,7 +91,8 @@ def connect(args: argparse.Namespace) -> Connection:
         ``--connection`` are given.
     """
     store, connection = getattr(args, "store", None), getattr(args, "connection", None)
-    if (store is None) == (connection is None):
+    location = store if store is not None else connection
+    if location is None or (store is not None and connection is not None):
         message = "give the store (a directory or URL) or --connection, not both"
         if store is None:
             message = "give the store: a directory or URL (or --backend and --connection)"
@@ -101,7 +102,7 @@ def connect(args: argparse.Namespace) -> Connection:
         raise ValueError(message)
     return open_connection(
         args.backend,
-        store if store is not None else connection,
+        location,
         args.engine,
         args.connection_options,
         args.engine_options,
