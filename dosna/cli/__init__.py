@@ -7,8 +7,9 @@
     dosna models  list|show|load|delete ... --backend hdf5 --connection DIR
     dosna bench   --shape 512,512,512 --chunks 32,64,128 --pattern full-read --backend hdf5 --connection DIR
 
-Every command takes ``--backend``, ``--connection``, ``--connection-options k=v,...``,
-``--engine`` and ``--engine-options``; run it under ``mpiexec`` with ``--engine mpi``
+Every command takes the store as its first argument (a directory or a URL such as
+``s3://bucket/run1``) or as ``--backend`` and ``--connection``, and
+``--connection-options k=v,...``, ``--engine`` and ``--engine-options``; run it under ``mpiexec`` with ``--engine mpi``
 where that makes sense (train, bench). Exit status: 0 on success, 1 when the
 operation fails (one line on stderr: ``dosna <command>: error: <message>``; add
 ``--debug`` or set ``DOSNA_DEBUG=1`` for the traceback), 2 for bad usage
