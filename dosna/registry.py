@@ -201,6 +201,8 @@ def available() -> dict[str, dict[str, str | None]]:
                 out[kind][name] = None
             except BackendUnavailableError as exc:
                 out[kind][name] = str(exc)
+            except Exception as exc:  # a plugin that fails to import must not break the listing
+                out[kind][name] = f"{type(exc).__name__}: {exc}"
     return out
 
 

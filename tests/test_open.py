@@ -374,3 +374,51 @@ def test_cli_ls_of_a_missing_ram_store_fails(capsys):
 
 def test_open_is_exported():
     assert dn.open is dn.urls.open and os.open is not dn.open
+
+
+MPI_MODES = r"""
+import sys
+import numpy as np
+import dosna as dn
+
+where = sys.argv[1]
+
+
+def say(*words):  # one write per line: the ranks' lines do not interleave
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
+    sys.stdout.flush()
+
+
+try:
+    dn.open(where, mode="r", engine="mpi")
+except dn.StoreNotFoundError:
+    say("missing")
+con = dn.open(where, mode="w-", engine="mpi")  # the root decides: no rank sees another's creation
+con.create_dataset("x", data=np.arange(4))
+con.disconnect()
+try:
+    dn.open(where, mode="w-", engine="mpi")
+except dn.StoreExistsError:
+    say("exists")
+with dn.open(where, mode="w", engine="mpi") as con:
+    say("after w", list(con))
+    con.create_dataset("y", data=np.arange(4))
+with dn.open(where, mode="r", engine="mpi") as con:
+    try:
+        con["y"][0] = 1
+    except dn.ReadOnlyError:
+        say("read-only", list(con), int(con["y"][3]))
+"""
+
+
+def test_modes_under_mpiexec(tmp_path):
+    from mpi_helpers import python_mpi, requires_mpiexec
+
+    if requires_mpiexec.args[0]:
+        pytest.skip(requires_mpiexec.kwargs["reason"])
+    result = python_mpi(2, MPI_MODES, str(tmp_path / "store"))
+    assert result.returncode == 0, str(result)
+    expected = ["missing", "exists", "after w []", "read-only ['y'] 3"]
+    for rank in (0, 1):
+        assert result.rank_lines(rank) == expected, str(result)

@@ -37,7 +37,7 @@ from ..errors import (
     BackendUnavailableError,
     DatasetExistsError,
     DatasetNotFoundError,
-    DosnaError,
+    StoreNotFoundError,
     StoreUnavailableError,
 )
 from ..io.codecs import Encoded
@@ -216,7 +216,7 @@ class CephBackend(EncodedObjectBackend):
                 ) from None
             if not exists:
                 cluster.shutdown()
-                raise DosnaError(
+                raise StoreNotFoundError(
                     f"ceph pool {self.connection_name!r} does not exist; an administrator creates it with "
                     f"`ceph osd pool create {self.connection_name}`"
                 )

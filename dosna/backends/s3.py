@@ -31,6 +31,7 @@ from ..errors import (
     DatasetNotFoundError,
     DosnaError,
     InvalidNameError,
+    StoreNotFoundError,
     StoreUnavailableError,
 )
 from ..io.codecs import Encoded
@@ -226,7 +227,7 @@ class S3Backend(EncodedObjectBackend):
                 if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
                     raise
         if not self.create:
-            raise DosnaError(f"bucket {self.location} does not exist (and create=False)")
+            raise StoreNotFoundError(f"bucket {self.location} does not exist (and create=False)")
         try:
             self.client.create_bucket(Bucket=self.connection_name)
         except botocore.exceptions.ClientError as exc:
