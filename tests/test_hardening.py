@@ -541,6 +541,15 @@ def test_hdf5_refuses_more_axes_than_hdf5_supports(con, tmp_path):
     np.testing.assert_array_equal(ds[...], np.full((1,) * 32, 5, "i2"))
 
 
+def test_hdf5_refuses_compressed_chunks_hdf5_cannot_hold(con, tmp_path):
+    pytest.importorskip("numcodecs")
+    with pytest.raises(ValueError, match="chunk limit"):
+        con.create_dataset("z", shape=(2**16, 2**16), dtype="f8", chunk_size=2**16, compression="zstd")
+    assert os.listdir(tmp_path / "store") == []
+    # uncompressed, a chunk file holds one contiguous block of any size
+    con.create_dataset("raw", shape=(2**16, 2**16), dtype="f8", chunk_size=2**16)
+
+
 def test_the_most_axes_numpy_supports_work(any_con):
     if any_con.backend.name == "hdf5":
         pytest.skip("hdf5 stores at most 32 axes")
