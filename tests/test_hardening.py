@@ -729,3 +729,21 @@ def test_a_connection_directory_reached_through_a_link_works(tmp_path):
         ds[1, 1] = -1
         assert con.datasets() == ["d"] and ds[1, 1] == -1 and len(ds.stored_chunks()) == 4
     assert (tmp_path / "real" / "store" / "d" / "0.0.h5").is_file()
+
+
+def test_foreign_chunk_of_a_compressed_dataset_reads_and_links_are_refused(con, tmp_path, outside):
+    pytest.importorskip("numcodecs")
+    where, watch = outside
+    ds = con.create_dataset(
+        "z", shape=(4, 6), dtype="f8", chunk_size=(4, 3), compression="gzip", checksum=False
+    )
+    a = np.arange(12.0).reshape(4, 3)
+    with h5py.File(chunk_file(tmp_path, "z"), "w") as f:
+        f.create_dataset("data", data=a, compression="gzip", chunks=(2, 3))
+    np.testing.assert_array_equal(ds[:, :3], a)
+    with h5py.File(chunk_file(tmp_path, "z", "0.1.h5"), "w") as f:
+        f["data"] = h5py.ExternalLink(str(where / "other.h5"), "/data")
+    watch.events()
+    with pytest.raises(ChunkCorruptError, match="link"):
+        ds[:, 3:]
+    assert watch.events() == []
