@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import dosna as dn
@@ -217,6 +217,9 @@ _KEYS = ("dosna_format", "name", "shape", "dtype", "chunk_size", "fillvalue", "a
     dtype=st.sampled_from(["u1", "i2", "<u8", "f2", ">f4", "f8", "c8", "c16", "?"]),
     changes=st.dictionaries(st.sampled_from(_KEYS), _nasty | _json | st.just("drop"), max_size=3),
 )
+@example(dtype="u1", changes={"fillvalue": []})
+@example(dtype="u1", changes={"fillvalue": 300})
+@example(dtype="i2", changes={"fillvalue": "Infinity", "attrs": [1]})
 def test_any_damage_to_metadata_is_metadata_corrupt_or_a_valid_dataset(dtype, changes):
     backend = dn.Connection("fuzz", backend="ram").backend
     doc = json.loads(DatasetMeta.create("m", (5, 3), dtype, None, (2, 2)).to_json())
