@@ -22,6 +22,7 @@ from .io.codecs import CodecSpec
 __all__ = [
     "FORMAT_VERSION",
     "MAX_NAME_LENGTH",
+    "MAX_NDIM",
     "DatasetMeta",
     "auto_chunk_size",
     "normalize_shape",
@@ -36,8 +37,15 @@ READABLE_FORMATS = (1, 2)
 MAX_NAME_LENGTH = 200
 DEFAULT_CHUNK_BYTES = 1 << 20
 
+#: The most axes a dataset may have: NumPy's limit (backends may allow fewer).
+MAX_NDIM = 64
+#: The most bytes an array (the dataset, or one chunk) may span: what NumPy can address.
+MAX_NBYTES = int(np.iinfo(np.intp).max)
+
 _NAME_RE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,199}")
 _SUPPORTED_KINDS = "biufc"  # bool, signed, unsigned, float, complex
+#: Widest float and complex types: longdouble has no portable layout and no JSON fill value.
+_MAX_ITEMSIZE = {"f": 8, "c": 16}
 
 
 def validate_name(name: object, what: str = "dataset") -> str:
@@ -65,15 +73,22 @@ def validate_name(name: object, what: str = "dataset") -> str:
 def validate_dtype(dtype: Any) -> np.dtype:
     """Return the NumPy dtype for ``dtype`` if dosna stores it, else raise TypeError.
 
-    Supported: bool, signed and unsigned integers, floats and complex numbers, in
-    either byte order (stored as given).
+    Supported: bool, signed and unsigned integers, floats (16 to 64 bit) and
+    complex numbers (64 and 128 bit), in either byte order (stored as given).
+    ``longdouble`` and ``clongdouble`` are refused: their layout differs between
+    platforms.
     """
     try:
         dt = np.dtype(dtype)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise TypeError(f"not a NumPy dtype: {dtype!r}") from exc
     if dt.kind not in _SUPPORTED_KINDS or dt.fields is not None or dt.subdtype:
         raise TypeError(f"dtype {dt} is not supported: use bool, integer, float or complex dtypes")
+    if dt.itemsize > _MAX_ITEMSIZE.get(dt.kind, 8):
+        raise TypeError(
+            f"dtype {dt} ({dt.itemsize * 8} bit) is not supported: its layout is not portable; "
+            "use float64 or complex128"
+        )
     return dt
 
 
@@ -91,7 +106,18 @@ def normalize_shape(shape: Any) -> tuple[int, ...]:
         if d < 0:
             raise ValueError(f"shape must not be negative, got {shape!r}")
         out.append(int(d))
+    if len(out) > MAX_NDIM:
+        raise ValueError(f"shape has {len(out)} axes; at most {MAX_NDIM} are supported")
     return tuple(out)
+
+
+def check_nbytes(shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
+    """Raise ValueError if an array of ``shape`` and ``dtype`` spans more bytes than NumPy addresses."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > MAX_NBYTES:
+        raise ValueError(
+            f"{what} {shape} of {dtype} would span {nbytes} bytes; at most {MAX_NBYTES} are supported"
+        )
 
 
 def auto_chunk_size(
@@ -131,7 +157,9 @@ def _validate_chunk_size(chunk_size: Any, shape: tuple[int, ...], dtype: np.dtyp
     for c in chunks:
         if not isinstance(c, (int, np.integer)) or isinstance(c, (bool, np.bool_)) or c < 1:
             raise ValueError(f"chunk_size must hold positive ints, got {chunk_size!r}")
-    return tuple(int(c) for c in chunks)
+    out = tuple(int(c) for c in chunks)
+    check_nbytes(out, dtype, "a chunk of shape")
+    return out
 
 
 def _cast_fillvalue(fillvalue: Any, dtype: np.dtype) -> Any:
@@ -176,12 +204,31 @@ def _fill_to_json(value: Any) -> Any:
     return value
 
 
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
 def _fill_from_json(value: Any, dtype: np.dtype) -> Any:
+    """The stored fill value as a Python number; ValueError unless it is one that ``dtype`` can hold.
+
+    What :func:`_fill_to_json` writes is read back; the number is then checked
+    against the dtype by :func:`_cast_fillvalue`, as a user's fill value is.
+    """
+
+    def number(v: Any) -> Any:
+        if isinstance(v, str) and v in _NON_FINITE:
+            return _NON_FINITE[v]
+        if isinstance(v, (bool, int, float)):
+            return v
+        raise ValueError(f"fillvalue {value!r} is not a number")
+
     if isinstance(value, list):
-        return complex(_fill_from_json(value[0], np.dtype("f8")), _fill_from_json(value[1], np.dtype("f8")))
-    if isinstance(value, str):
-        value = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[value]
-    return dtype.type(value).item()
+        if dtype.kind != "c" or len(value) != 2:
+            raise ValueError(f"fillvalue {value!r} is not a number of dtype {dtype}")
+        real, imag = (number(v) for v in value)
+        if isinstance(real, bool) or isinstance(imag, bool):
+            raise ValueError(f"fillvalue {value!r} is not a complex number")
+        return complex(real, imag)
+    return number(value)
 
 
 @dataclass(frozen=True)
@@ -235,6 +282,7 @@ class DatasetMeta:
         validate_name(name)
         shape_t = normalize_shape(shape)
         dt = validate_dtype(dtype)
+        check_nbytes(shape_t, dt, "shape")
         chunks = _validate_chunk_size(chunk_size, shape_t, dt)
         fill = _cast_fillvalue(fillvalue, dt)
         attrs_d = dict(attrs or {})
@@ -315,16 +363,31 @@ class DatasetMeta:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> DatasetMeta:
-        """Parse a metadata document; raise ValueError on anything inconsistent."""
-        doc = json.loads(data)
+        """Parse a metadata document; raise ValueError on anything inconsistent.
+
+        The document is untrusted input: whatever it holds, the only error is a
+        ValueError (or a TypeError from the checks :meth:`create` makes).
+        """
+        try:
+            doc = json.loads(data)
+        except RecursionError:
+            raise ValueError("the document is nested too deeply") from None
         if not isinstance(doc, dict) or "dosna_format" not in doc:
             raise ValueError("not a dosna metadata document")
         version = doc["dosna_format"]
-        if version not in READABLE_FORMATS or isinstance(version, bool):
+        if type(version) is not int or version not in READABLE_FORMATS:
             raise ValueError(
                 f"metadata format {version!r} is not supported (this dosna reads formats "
                 f"{', '.join(map(str, READABLE_FORMATS))}; a newer dosna wrote it: upgrade dosna)"
             )
+        missing = [key for key in ("name", "shape", "dtype", "chunk_size", "fillvalue") if key not in doc]
+        if version >= 2 and "codec" not in doc:
+            missing.append("codec")
+        if missing:
+            raise ValueError(f"the document has no {', '.join(missing)}")
+        attrs = doc.get("attrs") or {}
+        if not isinstance(attrs, dict):
+            raise ValueError("attrs is not an object")
         dt = validate_dtype(doc["dtype"])
         # Format 1 had no codec entry: raw chunks, no checksums.
         codec = CodecSpec.from_json(doc["codec"]) if version >= 2 else CodecSpec()
@@ -334,7 +397,7 @@ class DatasetMeta:
             dt,
             _fill_from_json(doc["fillvalue"], dt),
             doc["chunk_size"],
-            doc.get("attrs") or {},
+            attrs,
             codec,
         )
         return replace(meta, format=version)

@@ -8,8 +8,9 @@ chunk; backends that can read part of a stored chunk cheaply override it.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -64,14 +65,26 @@ def chunk_key(idx: tuple[int, ...]) -> str:
     return ".".join(map(str, idx)) if idx else "0"
 
 
-def parse_chunk_key(key: str, ndim: int) -> tuple[int, ...] | None:
-    """Inverse of :func:`chunk_key`; None if ``key`` names no chunk of an ``ndim``-d dataset."""
-    parts = key.split(".")
+_CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+
+def parse_chunk_key(key: str, ndim: int, grid: Sequence[int] | None = None) -> tuple[int, ...] | None:
+    """Inverse of :func:`chunk_key`; None if ``key`` names no chunk of an ``ndim``-d dataset.
+
+    Only the exact names :func:`chunk_key` gives are chunks: ASCII digits, no
+    leading zeros, and (with ``grid``, the dataset's chunk grid) inside the grid.
+    Anything else found in a store (``00.1``, ``99.99`` in a 2 x 2 grid, other
+    scripts' digits) is not a chunk of the dataset and is ignored.
+    """
     if ndim == 0:
         return () if key == "0" else None
-    if len(parts) != ndim or not all(p.isdigit() for p in parts):
+    parts = key.split(".")
+    if len(parts) != ndim or not all(_CANONICAL_INDEX.fullmatch(p) for p in parts):
         return None
-    return tuple(int(p) for p in parts)
+    idx = tuple(int(p) for p in parts)
+    if grid is not None and any(i >= g for i, g in zip(idx, grid)):
+        return None
+    return idx
 
 
 class Backend(ABC):
@@ -185,6 +198,14 @@ class Backend(ABC):
     @abstractmethod
     def stored_bytes(self, meta: DatasetMeta) -> int:
         """Bytes the stored chunks of ``meta`` take (what ``Dataset.nbytes_stored`` reports)."""
+
+    def check_meta(self, meta: DatasetMeta) -> None:
+        """Refuse (ValueError) a dataset this backend cannot store; called before anything is written.
+
+        The limits every backend shares are checked by
+        :meth:`DatasetMeta.create`; this is for a backend's own (the hdf5
+        backend's 32 axes, for instance). The default accepts everything.
+        """
 
     def purge_uncommitted(self, meta: DatasetMeta) -> None:
         """Remove chunks left under ``meta.name`` by a creation that never wrote its metadata.

@@ -397,4 +397,6 @@ class CephBackend(EncodedObjectBackend):
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         with self._failures(f"list chunks of {meta.name!r}"):
             keys = [o.key for o in self._ctx(self._ns(meta.name)).list_objects()]
-        return sorted(idx for idx in (parse_chunk_key(k, meta.ndim) for k in keys) if idx is not None)
+        return sorted(
+            idx for idx in (parse_chunk_key(k, meta.ndim, meta.chunk_grid) for k in keys) if idx is not None
+        )

@@ -29,16 +29,19 @@ h5py, checking the crc32c of everything after the user block.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import math
 import mmap
 import os
 import shutil
+import stat
 import struct
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -49,6 +52,7 @@ from ..errors import (
     ChunkCorruptError,
     DatasetExistsError,
     DatasetNotFoundError,
+    MetadataCorruptError,
 )
 from ..indexing import ChunkSel, read_selection, selected_fraction
 from ..io.codecs import CodecError, CodecSpec, Framing, crc32c
@@ -66,6 +70,12 @@ __all__ = ["Hdf5Backend"]
 META_FILE = ".dosna.json"
 CHUNK_SUFFIX = ".h5"
 _DATA = "data"
+_MAX_RANK = 32  # H5S_MAX_RANK
+_MAX_HDF5_CHUNK = 1 << 32  # an HDF5 chunk holds less than 4 GiB
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a planted FIFO must not block
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @functools.lru_cache(maxsize=256)
@@ -344,7 +354,7 @@ class Hdf5Backend(Backend):
     ) -> None:
         super().__init__(name)
         self.directory = os.fspath(directory)
-        self.root = os.path.join(self.directory, name)
+        self.root = os.path.abspath(os.path.join(self.directory, name))
         self.create = create
         self.fsync = fsync
         self.cache_size = cache_size
@@ -381,7 +391,10 @@ class Hdf5Backend(Backend):
     def disconnect(self) -> None:
         self._cache.clear()
 
-    # -- helpers -------------------------------------------------------------
+    # -- paths -----------------------------------------------------------------
+    # Every file is opened relative to its dataset's directory, which is opened
+    # without following a symbolic link, and no file is opened through a link:
+    # nothing that was planted in the store can make dosna read or write outside it.
     def _dataset_dir(self, dataset: str) -> str:
         return os.path.join(self.root, dataset)
 
@@ -389,13 +402,58 @@ class Hdf5Backend(Backend):
         return os.path.join(self.root, dataset, META_FILE)
 
     def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
-        return os.path.join(self.root, meta.name, chunk_key(idx) + CHUNK_SUFFIX)
+        return os.path.join(self.root, meta.name, _chunk_name(idx))
 
-    def _write_file(self, path: str, buffers: list, exclusive: bool = False) -> None:
-        """Write ``buffers`` to ``path`` through a temporary file and an atomic rename."""
-        head, tail = os.path.split(path)
-        tmp = os.path.join(head, f".{tail}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    def _open_dir(self, dataset: str, create: bool) -> int | None:
+        """A descriptor of ``dataset``'s directory; None if it does not exist (and ``create`` is false)."""
+        path = self._dataset_dir(dataset)
+        try:
+            return os.open(path, _DIR_FLAGS)
+        except FileNotFoundError:
+            if not create:
+                return None
+        except OSError as exc:
+            raise self._bad_dir(dataset, path, exc) from None
+        try:
+            os.mkdir(path)
+        except FileExistsError:  # made meanwhile, by another writer
+            pass
+        except FileNotFoundError:  # the connection's directory went away: make it again
+            os.makedirs(path, exist_ok=True)
+        try:
+            return os.open(path, _DIR_FLAGS)
+        except OSError as exc:
+            raise self._bad_dir(dataset, path, exc) from None
+
+    @staticmethod
+    def _bad_dir(dataset: str, path: str, exc: OSError) -> OSError:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            return exc
+        what = "a symbolic link" if os.path.islink(path) else "not a directory"
+        return MetadataCorruptError(
+            dataset, path, f"the dataset's directory is {what} (dosna never follows links out of the store)"
+        )
+
+    @contextlib.contextmanager
+    def _dir(self, dataset: str, create: bool = False) -> Iterator[int | None]:
+        fd = self._open_dir(dataset, create)
+        try:
+            yield fd
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _write_file(self, dir_fd: int, name: str, buffers: list, exclusive: bool = False) -> None:
+        """Write ``buffers`` to ``name`` in ``dir_fd`` through a temporary file and an atomic rename."""
+        tmp = f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            fd = os.open(tmp, _TMP_FLAGS, 0o644, dir_fd=dir_fd)
+        except FileExistsError:
+            # left by a killed writer that had this process and thread id, or planted:
+            # never written through, only removed (unlinking a link leaves its target alone)
+            os.unlink(tmp, dir_fd=dir_fd)
+            fd = os.open(tmp, _TMP_FLAGS, 0o644, dir_fd=dir_fd)
+        renamed = False
         try:
             try:
                 _write_all(fd, buffers)
@@ -403,16 +461,15 @@ class Hdf5Backend(Backend):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            if exclusive:
-                os.link(tmp, path)  # fails if the file exists: an atomic create
+            if exclusive:  # a hard link fails if the name exists: an atomic create
+                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             else:
-                os.replace(tmp, path)
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                renamed = True
         finally:
-            if exclusive or os.path.exists(tmp):
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
+            if not renamed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
 
     # -- datasets ----------------------------------------------------------
     def list_datasets(self) -> list[str]:
@@ -421,46 +478,83 @@ class Hdf5Backend(Backend):
         except FileNotFoundError:
             return []
         with entries:
+            # a real directory with a metadata entry (of whatever kind: opening tells if it is damaged)
             return sorted(
                 e.name
                 for e in entries
-                if not e.name.startswith(".") and os.path.isfile(os.path.join(e.path, META_FILE))
+                if not e.name.startswith(".")
+                and e.is_dir(follow_symlinks=False)
+                and os.path.lexists(os.path.join(e.path, META_FILE))
             )
 
     def read_meta(self, dataset: str) -> bytes | None:
-        try:
-            with open(self.meta_location(dataset), "rb") as f:
-                return f.read()
-        except (FileNotFoundError, NotADirectoryError):
+        with self._dir(dataset) as dir_fd:
+            if dir_fd is None:
+                return None
+            try:
+                opened = _open_regular(dir_fd, META_FILE)
+            except _Refused as exc:
+                raise MetadataCorruptError(dataset, self.meta_location(dataset), str(exc)) from None
+        if opened is None:
             return None
+        with os.fdopen(opened[0], "rb") as f:
+            return f.read()
 
     def create_meta(self, dataset: str, data: bytes) -> None:
-        os.makedirs(self._dataset_dir(dataset), exist_ok=True)
-        try:
-            self._write_file(self.meta_location(dataset), [data], exclusive=True)
-        except FileExistsError:
-            raise DatasetExistsError(f"dataset {dataset!r} already exists in {self.root}") from None
+        with self._dir(dataset, create=True) as dir_fd:
+            assert dir_fd is not None
+            try:
+                self._write_file(dir_fd, META_FILE, [data], exclusive=True)
+            except FileExistsError:
+                raise DatasetExistsError(f"dataset {dataset!r} already exists in {self.root}") from None
 
     def update_meta(self, dataset: str, data: bytes) -> None:
-        if not os.path.isfile(self.meta_location(dataset)):
-            raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.root}")
-        self._write_file(self.meta_location(dataset), [data])
+        with self._dir(dataset) as dir_fd:
+            st = None if dir_fd is None else _lstat(dir_fd, META_FILE)
+            if dir_fd is None or st is None:
+                raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.root}")
+            if not stat.S_ISREG(st.st_mode):
+                raise MetadataCorruptError(dataset, self.meta_location(dataset), f"it is {_kind(st.st_mode)}")
+            self._write_file(dir_fd, META_FILE, [data])
 
     def delete_dataset(self, dataset: str) -> None:
         path = self._dataset_dir(dataset)
         trash = os.path.join(self.root, f".deleted-{dataset}-{uuid.uuid4().hex}")
-        if not os.path.isfile(self.meta_location(dataset)):
-            raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.root}")
+        with self._dir(dataset) as dir_fd:
+            if dir_fd is None or _lstat(dir_fd, META_FILE) is None:
+                raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.root}")
         try:
             os.rename(path, trash)  # the dataset disappears at once, whole
         except FileNotFoundError:
             raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.root}") from None
         self._cache.discard_under(path + os.sep)
-        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(trash, ignore_errors=True)  # never follows links
 
     # -- chunks --------------------------------------------------------------
+    def check_meta(self, meta: DatasetMeta) -> None:
+        if meta.ndim > _MAX_RANK:
+            raise ValueError(
+                f"the hdf5 backend stores at most {_MAX_RANK} axes (HDF5's limit); shape {meta.shape} has {meta.ndim}"
+            )
+        nbytes = math.prod(meta.chunk_size) * meta.dtype.itemsize
+        if _compressed(meta) and nbytes >= _MAX_HDF5_CHUNK:
+            raise ValueError(
+                f"compressed chunks of {nbytes} bytes do not fit HDF5's chunk limit of {_MAX_HDF5_CHUNK - 1} bytes; "
+                "use a smaller chunk_size"
+            )
+
     def _corrupt(self, meta: DatasetMeta, idx: tuple[int, ...], path: str, reason: str) -> ChunkCorruptError:
         return ChunkCorruptError(meta.name, idx, path, reason)
+
+    def _open_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> tuple[int, os.stat_result] | None:
+        """The chunk file open for reading, and its status; None if it is missing."""
+        with self._dir(meta.name) as dir_fd:
+            if dir_fd is None:
+                return None
+            try:
+                return _open_regular(dir_fd, _chunk_name(idx))
+            except _Refused as exc:
+                raise self._corrupt(meta, idx, self.chunk_location(meta, idx), str(exc)) from None
 
     def read_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
         """Read a whole chunk with one ``readv`` into a fresh array."""
@@ -470,12 +564,12 @@ class Hdf5Backend(Backend):
     def read_chunk_into(self, meta: DatasetMeta, idx: tuple[int, ...], out: np.ndarray) -> bool:
         """Read a whole chunk with one ``readv`` straight into ``out``."""
         path = self.chunk_location(meta, idx)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        opened = self._open_chunk(meta, idx)
+        if opened is None:
             return False
+        fd, st = opened
         try:
-            size = os.fstat(fd).st_size
+            size = st.st_size
             if _compressed(meta):
                 self._read_compressed(meta, idx, path, fd, size, out)
                 return True
@@ -501,13 +595,10 @@ class Hdf5Backend(Backend):
                     except CodecError as exc:
                         raise self._corrupt(meta, idx, path, str(exc)) from None
                     return True
+            out[...] = self._load(meta, idx, path, fd, size)[0]
+            return True
         finally:
             os.close(fd)
-        data = self._load(meta, idx, path, size)[0]
-        if data is None:
-            return False
-        out[...] = data
-        return True
 
     def _read_compressed(
         self, meta: DatasetMeta, idx: tuple[int, ...], path: str, fd: int, size: int, out: np.ndarray
@@ -520,7 +611,7 @@ class Hdf5Backend(Backend):
             if view[: len(_UB_MAGIC)] != _UB_MAGIC:
                 if meta.codec.checksum:
                     raise CodecError("no dosna user block with checksums")
-                out[...] = self._load_with_h5py(meta, idx, path, out.shape)[0]
+                out[...] = self._load_with_h5py(meta, idx, path, fd, out.shape)[0]
                 return
             ub_size = _COMPRESSED_USERBLOCK
             length, crc, _ = _parse_userblock(view[:ub_size], _KIND_COMPRESSED)
@@ -575,76 +666,105 @@ class Hdf5Backend(Backend):
     def _mapped(self, meta: DatasetMeta, idx: tuple[int, ...]) -> tuple[np.ndarray, _Verified | None] | None:
         path = self.chunk_location(meta, idx)
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except FileNotFoundError:
             return None
-        ident = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
-        cached = self._cache.get(path, ident)
-        if cached is not None:
-            return cached
-        array, mapped, verified = self._load(meta, idx, path, st.st_size)
-        if array is None:
+        except NotADirectoryError:
+            st = None  # the dataset's directory is not one: opening says so
+        if st is not None and stat.S_ISREG(st.st_mode):
+            # a mapping is only ever made from a file opened safely; the same inode is the same file
+            cached = self._cache.get(path, _identity(st))
+            if cached is not None:
+                return cached
+        opened = self._open_chunk(meta, idx)
+        if opened is None:
             return None
+        fd, st = opened
+        try:
+            array, mapped, verified = self._load(meta, idx, path, fd, st.st_size)
+        finally:
+            os.close(fd)
         if mapped:
-            self._cache.put(path, ident, (array, verified))
+            self._cache.put(path, _identity(st), (array, verified))
         return array, verified
 
-    def _load(self, meta: DatasetMeta, idx: tuple[int, ...], path: str, size: int):
-        """Map (or, for foreign layouts, read) a raw chunk file; return (array, mapped, verified)."""
+    def _load(
+        self, meta: DatasetMeta, idx: tuple[int, ...], path: str, fd: int, size: int
+    ) -> tuple[np.ndarray, bool, _Verified | None]:
+        """Map (or, for foreign layouts, read) an open raw chunk file; return (array, mapped, verified)."""
         shape = meta.stored_shape(idx)
         header, offset, trailer = _template(shape, meta.dtype.str)
         nbytes = meta.dtype.itemsize * math.prod(shape)
         ub_size = _raw_userblock_size(meta, nbytes)
         expected = ub_size + offset + nbytes + len(trailer)
-        try:
-            with open(path, "rb") as f:
-                ub = f.read(ub_size)
-                if f.read(len(header)) == header:
-                    if size != expected:
-                        raise self._corrupt(meta, idx, path, f"{size} bytes, expected {expected}")
-                    verified = None
-                    if meta.codec.checksum:
-                        f.seek(size - len(trailer))
-                        try:
-                            crcs = _raw_crcs(meta, nbytes, ub)
-                            if f.read() != trailer:
-                                raise CodecError("the HDF5 trailer differs from dosna's")
-                        except CodecError as exc:
-                            raise self._corrupt(meta, idx, path, str(exc)) from None
-                        verified = _Verified(crcs, framing(meta))
-                    return self._map(f, ub_size + offset, meta.dtype, shape), True, verified
-        except FileNotFoundError:
-            return None, False, None
+        ub = os.pread(fd, ub_size, 0)
+        if os.pread(fd, len(header), ub_size) == header:
+            if size != expected:
+                raise self._corrupt(meta, idx, path, f"{size} bytes, expected {expected}")
+            verified = None
+            if meta.codec.checksum:
+                try:
+                    crcs = _raw_crcs(meta, nbytes, ub)
+                    if os.pread(fd, len(trailer), size - len(trailer)) != trailer:
+                        raise CodecError("the HDF5 trailer differs from dosna's")
+                except CodecError as exc:
+                    raise self._corrupt(meta, idx, path, str(exc)) from None
+                verified = _Verified(crcs, framing(meta))
+            return self._map(fd, ub_size + offset, meta.dtype, shape), True, verified
         if meta.codec.checksum:
             raise self._corrupt(meta, idx, path, "not a dosna chunk file with checksums (damaged header)")
-        return (*self._load_with_h5py(meta, idx, path, shape), None)
+        return (*self._load_with_h5py(meta, idx, path, fd, shape), None)
 
     @staticmethod
-    def _map(f, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    def _map(fd: int, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         count = int(np.prod(shape, dtype=np.int64))
         return np.frombuffer(mm, dtype=dtype, count=count, offset=offset).reshape(shape)
 
-    def _load_with_h5py(self, meta, idx, path, shape):
+    def _load_with_h5py(
+        self, meta: DatasetMeta, idx: tuple[int, ...], path: str, fd: int, shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, bool]:
+        """Read a chunk file another tool wrote, through h5py, from the open file ``fd``.
+
+        Only a dataset ``data`` stored in the file itself, of the dataset's
+        shape and dtype, is read: links, external storage and virtual datasets
+        (data in other files) and other types are refused, never followed or cast.
+        """
+
+        def refuse(reason: str) -> ChunkCorruptError:
+            return ChunkCorruptError(meta.name, idx, path, reason)
+
         try:
             if meta.codec.compressed:
                 import hdf5plugin  # noqa: F401  (registers the filters h5py needs)
-            with h5py.File(path, "r") as f:
-                dset = f[_DATA]
-                if dset.shape != shape:
-                    raise ChunkCorruptError(
-                        meta.name, idx, path, f"holds shape {dset.shape}, expected {shape}"
+            with os.fdopen(os.dup(fd), "rb") as raw, h5py.File(raw, "r") as f:
+                link = f.get(_DATA, getlink=True)
+                if link is None:
+                    raise refuse(f"it has no dataset {_DATA!r}")
+                if not isinstance(link, h5py.HardLink):
+                    raise refuse(
+                        f"its {_DATA!r} is a link ({type(link).__name__}); dosna does not follow links"
                     )
+                dset = f[_DATA]
+                if not isinstance(dset, h5py.Dataset):
+                    raise refuse(f"its {_DATA!r} is a {type(dset).__name__}, not a dataset")
+                if dset.is_virtual or dset.id.get_create_plist().get_external_count():
+                    raise refuse(
+                        f"its {_DATA!r} keeps its data in other files; dosna reads only the chunk file"
+                    )
+                if dset.shape != shape:
+                    raise refuse(f"holds shape {dset.shape}, expected {shape}")
+                if dset.dtype.newbyteorder("<") != meta.dtype.newbyteorder("<"):
+                    raise refuse(f"holds {dset.dtype} data, the dataset is {meta.dtype}")
                 offset = dset.id.get_offset()
-                plain = dset.chunks is None and dset.compression is None and dset.dtype == meta.dtype
-                if plain and offset is not None:
-                    with open(path, "rb") as raw:
-                        return self._map(raw, offset, meta.dtype, shape), True
-                return dset[()] if shape == () else dset[...].astype(meta.dtype, copy=False), False
+                if dset.chunks is None and dset.dtype == meta.dtype and offset is not None:
+                    return self._map(fd, offset, meta.dtype, shape), True
+                data = np.asarray(dset[()]).astype(meta.dtype, copy=False)  # byte order only: same type
+                return data.reshape(shape), False
         except ChunkCorruptError:
             raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
-            raise ChunkCorruptError(meta.name, idx, path, f"not a readable HDF5 chunk ({exc})") from exc
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise refuse(f"not a readable HDF5 chunk ({exc})") from exc
 
     def write_chunk(self, meta: DatasetMeta, idx: tuple[int, ...], data: np.ndarray) -> None:
         data = self.check_chunk(meta, idx, data)
@@ -663,42 +783,107 @@ class Hdf5Backend(Backend):
                 ub = _userblock(_raw_userblock_size(meta, raw.nbytes), _KIND_RAW, raw.nbytes, 0, crcs)
                 buffers.insert(0, ub)
         path = self.chunk_location(meta, idx)
-        try:
-            self._write_file(path, buffers)
-        except FileNotFoundError:  # chunks may be written before the dataset's metadata
-            os.makedirs(self._dataset_dir(meta.name), exist_ok=True)
-            self._write_file(path, buffers)
+        # chunks may be written before the dataset's metadata: the directory is made if need be
+        with self._dir(meta.name, create=True) as dir_fd:
+            assert dir_fd is not None
+            try:
+                self._write_file(dir_fd, _chunk_name(idx), buffers)
+            except IsADirectoryError:
+                raise self._corrupt(meta, idx, path, "it is a directory, not a chunk file") from None
         self._cache.discard(path)
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
-        return os.path.isfile(self.chunk_location(meta, idx))
+        with self._dir(meta.name) as dir_fd:
+            return dir_fd is not None and _lstat(dir_fd, _chunk_name(idx)) is not None
 
     def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
         path = self.chunk_location(meta, idx)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        with self._dir(meta.name) as dir_fd:
+            if dir_fd is not None:
+                try:
+                    os.unlink(_chunk_name(idx), dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
+                except IsADirectoryError:
+                    raise self._corrupt(
+                        meta, idx, path, "it is a directory, not a chunk file (dosna removes only files)"
+                    ) from None
         self._cache.discard(path)
 
     def stored_bytes(self, meta: DatasetMeta) -> int:
-        total = 0
-        for idx in self.list_chunks(meta):
-            try:
-                total += os.stat(self.chunk_location(meta, idx)).st_size
-            except FileNotFoundError:
-                pass
-        return total
+        with self._dir(meta.name) as dir_fd:
+            if dir_fd is None:
+                return 0
+            sizes = (_lstat(dir_fd, _chunk_name(idx)) for idx in self._chunk_indices(meta, dir_fd))
+            return sum(st.st_size for st in sizes if st is not None and stat.S_ISREG(st.st_mode))
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
-        try:
-            names = os.listdir(self._dataset_dir(meta.name))
-        except FileNotFoundError:
-            return []
+        with self._dir(meta.name) as dir_fd:
+            return [] if dir_fd is None else self._chunk_indices(meta, dir_fd)
+
+    @staticmethod
+    def _chunk_indices(meta: DatasetMeta, dir_fd: int) -> list[tuple[int, ...]]:
         out = []
-        for fname in names:
+        for fname in os.listdir(dir_fd):
             if fname.endswith(CHUNK_SUFFIX) and not fname.startswith("."):
-                idx = parse_chunk_key(fname[: -len(CHUNK_SUFFIX)], meta.ndim)
+                idx = parse_chunk_key(fname[: -len(CHUNK_SUFFIX)], meta.ndim, meta.chunk_grid)
                 if idx is not None:
                     out.append(idx)
         return sorted(out)
+
+
+def _chunk_name(idx: tuple[int, ...]) -> str:
+    return chunk_key(idx) + CHUNK_SUFFIX
+
+
+def _identity(st: os.stat_result) -> tuple:
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+class _Refused(Exception):
+    """A name in the store that holds something dosna does not read: a link, a directory, a FIFO..."""
+
+
+def _kind(mode: int) -> str:
+    for test, what in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _open_regular(dir_fd: int, name: str) -> tuple[int, os.stat_result] | None:
+    """``name`` in ``dir_fd`` open for reading, and its status; None if missing.
+
+    Raises _Refused unless it is a regular file: a link is not followed, and a
+    FIFO is not waited on (it is opened without blocking, then refused).
+    """
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Refused("it is a symbolic link (dosna never follows links out of the store)") from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR):
+            st = _lstat(dir_fd, name)
+            raise _Refused(f"it is {_kind(st.st_mode) if st else 'not a regular file'}, not a file") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _Refused(f"it is {_kind(st.st_mode)}, not a file")
+    return fd, st

@@ -61,8 +61,11 @@ class RamBackend(EncodedObjectBackend):
         stored = self._datasets.get(dataset)
         return {} if stored is None else stored.chunks
 
+    # Listings copy under the lock: other threads may create, delete or write meanwhile.
     def list_datasets(self) -> list[str]:
-        return sorted(name for name, stored in self._datasets.items() if stored.meta is not None)
+        with _LOCK:
+            items = list(self._datasets.items())
+        return sorted(name for name, stored in items if stored.meta is not None)
 
     def read_meta(self, dataset: str) -> bytes | None:
         stored = self._datasets.get(dataset)
@@ -105,7 +108,7 @@ class RamBackend(EncodedObjectBackend):
         )
         with _LOCK:  # chunks may be written before the dataset's metadata
             stored = self._datasets.setdefault(meta.name, _Stored(None))
-        stored.chunks[idx] = frozen
+            stored.chunks[idx] = frozen
 
     def read_chunk_view(self, meta: DatasetMeta, idx: tuple[int, ...]) -> np.ndarray | None:
         """A read-only view of the stored bytes where they are raw; otherwise a decoded copy."""
@@ -120,10 +123,14 @@ class RamBackend(EncodedObjectBackend):
         return idx in self._chunks(meta.name)
 
     def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
-        self._chunks(meta.name).pop(idx, None)
+        with _LOCK:
+            self._chunks(meta.name).pop(idx, None)
 
     def stored_bytes(self, meta: DatasetMeta) -> int:
-        return sum(len(data) for data in list(self._chunks(meta.name).values()))
+        with _LOCK:
+            values = list(self._chunks(meta.name).values())
+        return sum(len(data) for data in values)
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
-        return list(self._chunks(meta.name))
+        with _LOCK:
+            return list(self._chunks(meta.name))

@@ -382,12 +382,14 @@ class S3Backend(EncodedObjectBackend):
         return sum(
             size
             for key, size in self._objects(prefix, f"list chunks of {meta.name!r}")
-            if parse_chunk_key(key[len(prefix) :], meta.ndim) is not None
+            if parse_chunk_key(key[len(prefix) :], meta.ndim, meta.chunk_grid) is not None
         )
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         prefix = self._key(meta.name)
         keys = self._keys(prefix, f"list chunks of {meta.name!r}")
         return sorted(
-            i for i in (parse_chunk_key(k[len(prefix) :], meta.ndim) for k in keys) if i is not None
+            i
+            for i in (parse_chunk_key(k[len(prefix) :], meta.ndim, meta.chunk_grid) for k in keys)
+            if i is not None
         )

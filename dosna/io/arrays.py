@@ -201,6 +201,7 @@ def create(
         If a dataset of that name exists (checked before anything is written,
         and again when the metadata is committed).
     """
+    backend.check_meta(meta)
     chunks = ChunkIO(backend, meta)
 
     def prepare() -> None:
@@ -222,14 +223,15 @@ def create(
 
 
 def derived_meta(source: DatasetMeta, name: str, dtype: Any, attrs: dict[str, Any]) -> DatasetMeta:
-    """The metadata of a dataset like ``source`` (shape, chunking, codec, fill value) named ``name``."""
-    dt = source.dtype if dtype is None else np.dtype(dtype)
-    fill = source.fillvalue
-    if dt != source.dtype:
-        fill = np.asarray(fill).astype(dt).item()
+    """The metadata of a dataset like ``source`` (shape, chunking, codec, fill value) named ``name``.
+
+    The fill value is checked against the new dtype as ``create_dataset``
+    checks it (ValueError if it does not fit), never cast.
+    """
+    dt = source.dtype if dtype is None else dtype
     # a copy of a format-1 dataset (raw, no checksums by necessity) gets today's defaults
     codec = source.codec if source.format >= 2 else None
-    return DatasetMeta.create(name, source.shape, dt, fill, source.chunk_size, attrs, codec)
+    return DatasetMeta.create(name, source.shape, dt, source.fillvalue, source.chunk_size, attrs, codec)
 
 
 # -- resizing ----------------------------------------------------------------------------

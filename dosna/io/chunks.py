@@ -7,10 +7,17 @@ only its valid region; a write that does not cover a chunk reads, modifies and
 writes it. A ChunkIO holds a backend and the dataset's metadata and nothing
 else, so it pickles and the same task runs inline, in a thread, in a worker
 process (joblib with loky) or on an MPI rank.
+
+Every write of a chunk holds that chunk's lock for this process (see
+:func:`chunk_lock`): two threads writing parts of one chunk at once both land,
+whichever thread, engine or library (joblib, dask) they come from. Processes do
+not share these locks; see the user guide on concurrent writes.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,12 +27,34 @@ from ..indexing import ChunkPart, ChunkSel, covers_chunk, plan, write_selection
 from ..metadata import DatasetMeta
 from .interfaces import ChunkBackend
 
-__all__ = ["DIRECT_READ_BYTES", "ChunkIO"]
+__all__ = ["DIRECT_READ_BYTES", "ChunkIO", "chunk_lock"]
 
 ChunkIndex = tuple[int, ...]
 
 #: Chunk parts at least this large are read straight into the caller's buffer.
 DIRECT_READ_BYTES = 1 << 16
+
+# Chunk locks are striped: a fixed set shared by hashing, so memory stays bounded
+# however many chunks are written. Two chunks that share a stripe only wait for
+# each other; a writer never holds more than one stripe, so none can deadlock.
+_STRIPES = 1024
+_locks = [threading.Lock() for _ in range(_STRIPES)]
+
+
+def _new_locks() -> None:  # a forked child may inherit locks held by threads it does not have
+    _locks[:] = [threading.Lock() for _ in range(_STRIPES)]
+
+
+os.register_at_fork(after_in_child=_new_locks)
+
+
+def chunk_lock(location: str, dataset: str, idx: ChunkIndex) -> threading.Lock:
+    """The lock this process holds while it writes chunk ``idx`` of ``dataset`` at ``location``.
+
+    The same store, dataset and chunk give the same lock, whatever connection
+    or :class:`ChunkIO` the write goes through.
+    """
+    return _locks[hash((location, dataset, idx)) % _STRIPES]
 
 
 class ChunkIO:
@@ -45,6 +74,9 @@ class ChunkIO:
 
     def __repr__(self) -> str:
         return f"<ChunkIO {self.meta.name!r} on {self.backend!r}>"
+
+    def _lock(self, idx: ChunkIndex) -> threading.Lock:
+        return chunk_lock(self.backend.location, self.meta.name, idx)
 
     # -- reading ---------------------------------------------------------------------
     def _valid(self, idx: ChunkIndex, stored: np.ndarray) -> np.ndarray:
@@ -97,8 +129,14 @@ class ChunkIO:
         return out
 
     # -- writing ---------------------------------------------------------------------
+    # Whole-chunk writes and deletes take the lock too: a read-modify-write that
+    # overlapped one would otherwise put back what the chunk held before it.
     def write_whole(self, idx: ChunkIndex, values: Any) -> None:
         """Store ``values`` (the chunk's valid shape) as chunk ``idx``, cast and padded as stored."""
+        with self._lock(idx):
+            self._store(idx, values)
+
+    def _store(self, idx: ChunkIndex, values: Any) -> None:
         meta = self.meta
         block = np.asarray(values)
         if block.dtype != meta.dtype:
@@ -121,24 +159,27 @@ class ChunkIO:
         if covers_chunk(chunk_sel, shape):
             self.write_whole(idx, np.reshape(values, shape))
             return
-        buf = np.array(self.read_whole(idx))
-        write_selection(buf, chunk_sel, values)
-        self.write_whole(idx, buf)
+        with self._lock(idx):
+            buf = np.array(self.read_whole(idx))
+            write_selection(buf, chunk_sel, values)
+            self._store(idx, buf)
 
     def trim(self, idx: ChunkIndex, keep: tuple[int, ...]) -> None:
         """Reset what lies beyond ``keep`` (a shape, from the chunk's origin) to the fill value."""
-        data = self.backend.read_chunk(self.meta, idx)
-        if data is None:
-            return
-        buf = np.array(data)
-        inside = tuple(slice(0, k) for k in keep)
-        kept = buf[inside].copy()
-        buf[...] = self.meta.fillvalue
-        buf[inside] = kept
-        self.backend.write_chunk(self.meta, idx, buf)
+        with self._lock(idx):
+            data = self.backend.read_chunk(self.meta, idx)
+            if data is None:
+                return
+            buf = np.array(data)
+            inside = tuple(slice(0, k) for k in keep)
+            kept = buf[inside].copy()
+            buf[...] = self.meta.fillvalue
+            buf[inside] = kept
+            self.backend.write_chunk(self.meta, idx, buf)
 
     def delete(self, idx: ChunkIndex) -> None:
-        self.backend.delete_chunk(self.meta, idx)
+        with self._lock(idx):
+            self.backend.delete_chunk(self.meta, idx)
 
     # -- chunk to chunk ------------------------------------------------------------------
     def transform(self, func: Callable[[np.ndarray], Any], target: ChunkIO, idx: ChunkIndex) -> None:
