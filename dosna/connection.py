@@ -120,8 +120,8 @@ class Connection:
         shape: Any = None,
         dtype: Any = None,
         fillvalue: Any = None,
-        chunk_size: Any = None,
         data: Any = None,
+        chunk_size: Any = None,
         attrs: dict[str, Any] | None = None,
         *,
         chunks: Any = None,
@@ -132,6 +132,9 @@ class Connection:
         checksum: bool = True,
     ) -> Dataset:
         """Create a dataset, optionally filled from ``data``.
+
+        The positional order, ``(name, shape, dtype, fillvalue, data,
+        chunk_size)``, is the original DosNa's.
 
         Parameters
         ----------
@@ -145,12 +148,12 @@ class Connection:
         fillvalue : scalar, optional
             What unwritten elements read as (default 0). ``fill_value=`` is
             accepted too (the zarr spelling).
-        chunk_size : int, tuple of int or None
-            Chunk shape; an int applies to every axis; None picks ~1 MiB chunks.
-            ``chunks=`` is accepted too (the h5py/zarr spelling).
         data : array-like, optional
             Initial content (NumPy array, h5py dataset, another dosna dataset...),
             loaded chunk by chunk.
+        chunk_size : int, tuple of int or None
+            Chunk shape; an int applies to every axis; None picks ~1 MiB chunks.
+            ``chunks=`` is accepted too (the h5py/zarr spelling).
         attrs : dict, optional
             Initial user attributes (JSON values).
         compression : {None, "zstd", "lz4", "blosc", "gzip"}, default None

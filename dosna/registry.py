@@ -41,6 +41,8 @@ class _Selected:
     backend: str = "ram"
     engine: str = "cpu"
     engine_options: dict[str, Any] = field(default_factory=dict)
+    #: options given earlier for each engine, kept when it is selected again
+    remembered: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _selected = _Selected()
@@ -112,7 +114,9 @@ def use(
     engine : str, optional
         One of the registered engines (``'cpu'``, ...); ``'jl'`` means ``'joblib'``.
     engine_kw : dict, optional
-        Options for the engine (as in the original DosNa).
+        Options for the engine (as in the original DosNa). They are kept:
+        selecting the same engine again later, without options, keeps them;
+        new options update them.
     **engine_options
         Options for the engine, e.g. ``njobs=4`` for joblib.
 
@@ -130,10 +134,11 @@ def use(
         engine = _ENGINE_ALIASES.get(engine, engine)
         get_engine_class(engine)
         _selected.engine = engine
-        _selected.engine_options = {}
+        _selected.engine_options = dict(_selected.remembered.get(engine, {}))
     options = {**(engine_kw or {}), **engine_options}
     if options:
-        _selected.engine_options = options
+        _selected.engine_options = {**_selected.engine_options, **options}
+        _selected.remembered[_selected.engine] = dict(_selected.engine_options)
 
 
 def available() -> dict[str, dict[str, str | None]]:
