@@ -13,12 +13,14 @@ from ..bench import (
     sweep_config,
     write_outputs,
 )
+from ..extras import require
 from .common import add_connection_arguments, connect, parse_ints
 
 __all__ = ["add_command"]
 
 
 def _bench(args: argparse.Namespace) -> int:
+    require("matplotlib", "plots", "dosna bench (its plot)")
     shape = parse_ints(args.shape)
     chunk_shapes = parse_chunk_shapes(args.chunks, len(shape))
     block = parse_ints(args.block) if args.block else None

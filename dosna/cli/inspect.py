@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 
+from ..extras import require
 from ..inspection import dataset_summary, human_size, list_datasets, save_image
 from .common import add_connection_arguments, connect, parse_index, table
 
@@ -61,6 +62,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    require("matplotlib", "plots", "dosna show")
     key = parse_index(args.index)
     with connect(args) as con:
         image = np.asarray(con.get_dataset(args.name)[key])

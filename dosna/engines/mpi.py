@@ -27,7 +27,10 @@ from .base import Engine, T
 try:
     from mpi4py import MPI
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise errors.BackendUnavailableError("the mpi engine needs mpi4py: pip install 'dosna[mpi]'") from exc
+    raise errors.BackendUnavailableError(
+        "the mpi engine needs mpi4py: pip install 'dosna[mpi]' (against the MPI installed here) "
+        "or 'dosna[mpi-wheel]' (with the MPICH wheel and its mpiexec)"
+    ) from exc
 
 __all__ = ["MpiEngine", "RankFailedError"]
 
