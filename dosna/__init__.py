@@ -31,6 +31,7 @@ from .errors import (
     UnknownEngineError,
 )
 from .metadata import auto_chunk_size
+from .progress import set_progress
 from .registry import available, register_backend, register_engine, use
 from .util.selection import compatible, status
 
@@ -66,6 +67,7 @@ __all__ = [
     "engines",
     "register_backend",
     "register_engine",
+    "set_progress",
     "status",
     "use",
     "util",

@@ -53,9 +53,9 @@ def _engine_params(name: str, options: dict[str, Any]) -> dict[str, Any]:
     cls = registry.get_engine_class(name)
     params = dict(options)
     engine = cls(**options)
-    for name_, parameter in inspect.signature(cls.__init__).parameters.items():
+    for name_, parameter in inspect.signature(cls).parameters.items():
         named = parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-        if named and name_ not in params and name_ != "self" and hasattr(engine, name_):
+        if named and name_ not in params and hasattr(engine, name_):
             params[name_] = getattr(engine, name_)
     return params
 

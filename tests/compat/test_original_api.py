@@ -13,10 +13,7 @@ import dosna as dn
 
 def test_modules_reachable_right_after_import():
     # a fresh interpreter: nothing imported these submodules before
-    code = (
-        "import dosna as dn; "
-        "print(dn.backends.AVAILABLE, dn.engines.AVAILABLE, dn.util.Timer.__name__)"
-    )
+    code = "import dosna as dn; print(dn.backends.AVAILABLE, dn.engines.AVAILABLE, dn.util.Timer.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for name in ("ram", "hdf5", "ceph", "s3", "cpu", "jl", "mpi", "Timer"):
         assert repr(name) in out or name in out

@@ -137,8 +137,7 @@ def _chunk_blocks(ds):
         for y in range(ds.chunk_grid[1]):
             for x in range(ds.chunk_grid[2]):
                 yield tuple(
-                    slice(i * c, min((i + 1) * c, n))
-                    for i, c, n in zip((z, y, x), ds.chunk_size, ds.shape)
+                    slice(i * c, min((i + 1) * c, n)) for i, c, n in zip((z, y, x), ds.chunk_size, ds.shape)
                 )
 
 

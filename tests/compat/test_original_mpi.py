@@ -170,4 +170,6 @@ def test_ram_backend_under_mpi_is_refused_not_silently_wrong(tmp_path):
     result = python_mpi(2, script, str(tmp_path), timeout=120)
     assert result.returncode == 0, str(result)
     for rank in (0, 1):
-        assert any(line.startswith("refused: the ram backend") for line in result.rank_lines(rank)), str(result)
+        assert any(line.startswith("refused: the ram backend") for line in result.rank_lines(rank)), str(
+            result
+        )
