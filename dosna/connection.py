@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,13 @@ from .metadata import DatasetMeta, normalize_shape, validate_name
 from .namespaces import check_user_name
 
 __all__ = ["Connection", "connection"]
+
+log = logging.getLogger(__name__)
+
+#: create_dataset warns when a dataset has at least this many chunks ...
+MANY_CHUNKS = 1000
+#: ... each smaller than this many bytes: per-chunk overhead would dominate its I/O.
+TINY_CHUNK_BYTES = 16 * 1024
 
 
 class Connection:
@@ -199,6 +207,8 @@ class Connection:
         meta = DatasetMeta.create(
             name, shape, "f8" if dtype is None else dtype, fillvalue, chunk_size, attrs, codec
         )
+        if self.engine.is_root:
+            _warn_if_tiny_chunks(meta)
         fill = None if data is None else (lambda target: arrays.load(self.engine, target, data))
         created = arrays.create(self.engine, self.backend, meta, fill)
         return Dataset(self, created.meta)
@@ -254,6 +264,20 @@ class Connection:
         return (
             f"<dosna.Connection {self.name!r} backend={self.backend.name} "
             f"engine={self.engine.name} at {self.backend.location!r} ({state})>"
+        )
+
+
+def _warn_if_tiny_chunks(meta: DatasetMeta) -> None:
+    chunk_bytes = meta.dtype.itemsize * int(np.prod(meta.chunk_size, dtype=np.int64))
+    total = int(np.prod(meta.chunk_grid, dtype=np.int64))
+    if total >= MANY_CHUNKS and chunk_bytes < TINY_CHUNK_BYTES:
+        log.warning(
+            "dataset %r gets %d chunks of %d bytes each: every chunk is a separate object or file, "
+            "so per-chunk overhead will dominate its I/O; larger chunks (chunk_size=None picks about "
+            "1 MiB) are usually much faster",
+            meta.name,
+            total,
+            chunk_bytes,
         )
 
 

@@ -7,6 +7,8 @@ and imported on first use, so ``import dosna`` needs nothing but NumPy.
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,8 @@ __all__ = [
     "status",
     "use",
 ]
+
+log = logging.getLogger(__name__)
 
 _BACKENDS: dict[str, str] = {
     "ram": "dosna.backends.ram:RamBackend",
@@ -71,6 +75,8 @@ def _load(table: dict, kind: str, name: str, unknown: type[Exception]) -> type:
     if not isinstance(target, str):
         return target
     module_name, _, attr = target.partition(":")
+    if module_name not in sys.modules:
+        log.debug("loading the %s %s from %s", name, kind, target)
     try:
         module = importlib.import_module(module_name)
     except BackendUnavailableError:

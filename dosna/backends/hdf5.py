@@ -30,6 +30,7 @@ h5py, checking the crc32c of everything after the user block.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import mmap
 import os
@@ -62,6 +63,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise BackendUnavailableError("the hdf5 backend needs h5py: pip install 'dosna[hdf5]'") from exc
 
 __all__ = ["Hdf5Backend"]
+
+log = logging.getLogger(__name__)
 
 META_FILE = ".dosna.json"
 CHUNK_SUFFIX = ".h5"
@@ -293,7 +296,8 @@ class _MappedChunks:
             self._entries[path] = (ident, array)
             self._entries.move_to_end(path)
             while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                evicted, _ = self._entries.popitem(last=False)
+                log.debug("mapped-chunk cache full (%d files): dropping %s", self.capacity, evicted)
 
     def discard(self, path: str) -> None:
         with self._lock:
@@ -613,6 +617,7 @@ class Hdf5Backend(Backend):
             return None, False, None
         if meta.codec.checksum:
             raise self._corrupt(meta, idx, path, "not a dosna chunk file with checksums (damaged header)")
+        log.debug("%s is not in dosna's raw layout: reading it with h5py", path)
         return (*self._load_with_h5py(meta, idx, path, shape), None)
 
     @staticmethod
