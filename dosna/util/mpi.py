@@ -66,9 +66,9 @@ def pprint(*args: Any, rank: int | None = None, comm: Any = None, **kwargs: Any)
     me = mpi_rank(comm)
     if rank is None or rank == me:
         width = len(str(max(mpi_size(comm) - 1, 0)))
-        sep = kwargs.pop("sep", " ")
-        # one string, one write: lines of different ranks do not interleave mid-line
-        print(sep.join([f"|{me:{width}d})", *map(str, args)]), **kwargs)
+        sep, end = kwargs.pop("sep", " "), kwargs.pop("end", "\n")
+        # one string with its end, one write: lines of different ranks do not interleave
+        print(sep.join([f"|{me:{width}d})", *map(str, args)]) + end, end="", **kwargs)
 
 
 class MpiTimer:

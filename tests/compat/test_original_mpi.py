@@ -156,7 +156,7 @@ def test_mpi_helpers_with_another_engine(tmp_path, engine):
     """)
     result = python_mpi(2, script, str(tmp_path), timeout=120)
     assert result.returncode == 0, str(result)
-    assert result.rank_lines(1)[-1] == "ok 1 of 2", str(result)
+    assert "ok 1 of 2" in result.rank_lines(1) and "ok 0 of 2" in result.rank_lines(0), str(result)
 
 
 def test_ram_backend_under_mpi_is_refused_not_silently_wrong(tmp_path):
