@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import logging
+
+from . import backends, engines, util
 from .connection import Connection, connection
 from .dataset import Attributes, DataChunk, Dataset
 from .errors import (
@@ -31,8 +34,13 @@ from .errors import (
     UnknownEngineError,
 )
 from .metadata import auto_chunk_size
-from .registry import available, register_backend, register_engine, status, use
+from .progress import set_progress
+from .registry import available, register_backend, register_engine, use
 from .urls import open
+from .util.selection import compatible, status
+
+# The library logs through the "dosna" logger and its children; applications decide what is shown.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 
@@ -60,10 +68,15 @@ __all__ = [
     "__version__",
     "auto_chunk_size",
     "available",
+    "backends",
+    "compatible",
     "connection",
     "open",
+    "engines",
     "register_backend",
     "register_engine",
+    "set_progress",
     "status",
     "use",
+    "util",
 ]

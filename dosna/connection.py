@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,13 @@ from .metadata import DatasetMeta, normalize_shape, validate_name
 from .namespaces import check_user_name
 
 __all__ = ["Connection", "connection"]
+
+log = logging.getLogger(__name__)
+
+#: create_dataset warns when a dataset has at least this many chunks ...
+MANY_CHUNKS = 1000
+#: ... each smaller than this many bytes: per-chunk overhead would dominate its I/O.
+TINY_CHUNK_BYTES = 16 * 1024
 
 
 class Connection:
@@ -151,8 +159,8 @@ class Connection:
         shape: Any = None,
         dtype: Any = None,
         fillvalue: Any = None,
-        chunk_size: Any = None,
         data: Any = None,
+        chunk_size: Any = None,
         attrs: dict[str, Any] | None = None,
         *,
         chunks: Any = None,
@@ -163,6 +171,9 @@ class Connection:
         checksum: bool = True,
     ) -> Dataset:
         """Create a dataset, optionally filled from ``data``.
+
+        The positional order, ``(name, shape, dtype, fillvalue, data,
+        chunk_size)``, is the original DosNa's.
 
         Parameters
         ----------
@@ -176,12 +187,12 @@ class Connection:
         fillvalue : scalar, optional
             What unwritten elements read as (default 0). ``fill_value=`` is
             accepted too (the zarr spelling).
-        chunk_size : int, tuple of int or None
-            Chunk shape; an int applies to every axis; None picks ~1 MiB chunks.
-            ``chunks=`` is accepted too (the h5py/zarr spelling).
         data : array-like, optional
             Initial content (NumPy array, h5py dataset, another dosna dataset...),
             loaded chunk by chunk.
+        chunk_size : int, tuple of int or None
+            Chunk shape; an int applies to every axis; None picks ~1 MiB chunks.
+            ``chunks=`` is accepted too (the h5py/zarr spelling).
         attrs : dict, optional
             Initial user attributes (JSON values).
         compression : {None, "zstd", "lz4", "blosc", "gzip"}, default None
@@ -227,6 +238,8 @@ class Connection:
         meta = DatasetMeta.create(
             name, shape, "f8" if dtype is None else dtype, fillvalue, chunk_size, attrs, codec
         )
+        if self.engine.is_root:
+            _warn_if_tiny_chunks(meta)
         fill = None if data is None else (lambda target: arrays.load(self.engine, target, data))
         created = arrays.create(self.engine, self.backend, meta, fill)
         return Dataset(self, created.meta)
@@ -285,6 +298,20 @@ class Connection:
         return (
             f"<dosna.Connection {self.name!r} backend={self.backend.name} "
             f"engine={self.engine.name} at {self.backend.location!r} ({state})>"
+        )
+
+
+def _warn_if_tiny_chunks(meta: DatasetMeta) -> None:
+    chunk_bytes = meta.dtype.itemsize * int(np.prod(meta.chunk_size, dtype=np.int64))
+    total = int(np.prod(meta.chunk_grid, dtype=np.int64))
+    if total >= MANY_CHUNKS and chunk_bytes < TINY_CHUNK_BYTES:
+        log.warning(
+            "dataset %r gets %d chunks of %d bytes each: every chunk is a separate object or file, "
+            "so per-chunk overhead will dominate its I/O; larger chunks (chunk_size=None picks about "
+            "1 MiB) are usually much faster",
+            meta.name,
+            total,
+            chunk_bytes,
         )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ __all__ = [
     "status",
     "use",
 ]
+
+log = logging.getLogger(__name__)
 
 _BACKENDS: dict[str, str] = {
     "ram": "dosna.backends.ram:RamBackend",
@@ -83,6 +86,8 @@ class _Selected:
     backend: str = "ram"
     engine: str = "cpu"
     engine_options: dict[str, Any] = field(default_factory=dict)
+    #: options given earlier for each engine, kept when it is selected again
+    remembered: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _selected = _Selected()
@@ -113,6 +118,8 @@ def _load(table: dict, kind: str, name: str, unknown: type[Exception]) -> type:
     if not isinstance(target, str):
         return target
     module_name, _, attr = target.partition(":")
+    if module_name not in sys.modules:
+        log.debug("loading the %s %s from %s", name, kind, target)
     try:
         module = importlib.import_module(module_name)
     except BackendUnavailableError:
@@ -163,7 +170,9 @@ def use(
     engine : str, optional
         One of the registered engines (``'cpu'``, ...); ``'jl'`` means ``'joblib'``.
     engine_kw : dict, optional
-        Options for the engine (as in the original DosNa).
+        Options for the engine (as in the original DosNa). They are kept:
+        selecting the same engine again later, without options, keeps them;
+        new options update them.
     **engine_options
         Options for the engine, e.g. ``njobs=4`` for joblib.
 
@@ -181,10 +190,11 @@ def use(
         engine = _ENGINE_ALIASES.get(engine, engine)
         get_engine_class(engine)
         _selected.engine = engine
-        _selected.engine_options = {}
+        _selected.engine_options = dict(_selected.remembered.get(engine, {}))
     options = {**(engine_kw or {}), **engine_options}
     if options:
-        _selected.engine_options = options
+        _selected.engine_options = {**_selected.engine_options, **options}
+        _selected.remembered[_selected.engine] = dict(_selected.engine_options)
 
 
 def available() -> dict[str, dict[str, str | None]]:

@@ -13,7 +13,8 @@ Use it from pytest by subclassing :class:`ConformanceSuite` and providing a
                 yield con
 
 The suite needs pytest, and hypothesis for the NumPy-oracle property tests
-(``DOSNA_HYPOTHESIS_EXAMPLES`` sets how many cases each of those runs).
+(``pip install 'dosna[test]'``; ``DOSNA_HYPOTHESIS_EXAMPLES`` sets how many cases
+each of those runs).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import pytest
+
+try:
+    import pytest
+except ImportError as exc:
+    from .errors import BackendUnavailableError
+
+    raise BackendUnavailableError(
+        "dosna.testing needs pytest (and hypothesis for its property tests): pip install 'dosna[test]'"
+    ) from exc
 
 from .connection import Connection
 from .errors import (

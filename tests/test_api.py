@@ -51,8 +51,9 @@ def test_missing_package_names_install_command():
 
 
 def test_status_reports(capsys):
-    info = dn.status()
-    assert info["backend"] and info["engine"]
+    status = dn.status(show=True)
+    info = status.report()
+    assert info["backend"] == status.backend.name and info["engine"] == status.engine.name
     assert info["backends"]["ram"] is None and info["engines"]["cpu"] is None
     assert "backend" in capsys.readouterr().out
 

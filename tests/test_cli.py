@@ -98,8 +98,9 @@ def test_train_and_models_commands(tmp_path):
     where = ["--backend", "hdf5", "--connection", str(tmp_path / "store")]
 
     def dosna(*args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DOSNA_PROGRESS": "1"}  # bars even though stderr is a pipe
         return subprocess.run(
-            [sys.executable, "-m", "dosna", *args], capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "dosna", *args], capture_output=True, text=True, timeout=300, env=env
         )
 
     done = dosna(

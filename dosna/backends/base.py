@@ -16,10 +16,30 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import DatasetNotFoundError as DatasetNotFoundError
+from ..errors import StoreUnavailableError
 from ..indexing import ChunkSel, read_selection
 from ..metadata import DatasetMeta
 
 __all__ = ["Backend", "IOHints", "chunk_key", "parse_chunk_key"]
+
+# The names the original DosNa exported from this module, mapped onto today's
+# classes: ``from dosna.backends.base import DatasetNotFoundError`` keeps working.
+ConnectionError = StoreUnavailableError
+_ORIGINAL_NAMES = {
+    "BackendConnection": ("..connection", "Connection"),
+    "BackendDataset": ("..dataset", "Dataset"),
+    "BackendDataChunk": ("..dataset", "DataChunk"),
+}
+
+
+def __getattr__(name: str) -> Any:  # imported lazily: connection.py imports this module
+    if name in _ORIGINAL_NAMES:
+        import importlib
+
+        module, attr = _ORIGINAL_NAMES[name]
+        return getattr(importlib.import_module(module, __package__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

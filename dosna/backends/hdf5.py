@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import math
 import mmap
 import os
@@ -66,6 +67,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise BackendUnavailableError("the hdf5 backend needs h5py: pip install 'dosna[hdf5]'") from exc
 
 __all__ = ["Hdf5Backend"]
+
+log = logging.getLogger(__name__)
 
 META_FILE = ".dosna.json"
 CHUNK_SUFFIX = ".h5"
@@ -303,7 +306,8 @@ class _MappedChunks:
             self._entries[path] = (ident, array)
             self._entries.move_to_end(path)
             while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                evicted, _ = self._entries.popitem(last=False)
+                log.debug("mapped-chunk cache full (%d files): dropping %s", self.capacity, evicted)
 
     def discard(self, path: str) -> None:
         with self._lock:
@@ -713,6 +717,7 @@ class Hdf5Backend(Backend):
             return self._map(fd, ub_size + offset, meta.dtype, shape), True, verified
         if meta.codec.checksum:
             raise self._corrupt(meta, idx, path, "not a dosna chunk file with checksums (damaged header)")
+        log.debug("%s is not in dosna's raw layout: reading it with h5py", path)
         return (*self._load_with_h5py(meta, idx, path, fd, shape), None)
 
     @staticmethod

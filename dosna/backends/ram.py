@@ -8,6 +8,7 @@ than one rank refuse this backend.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from ..metadata import DatasetMeta
 from .objects import EncodedObjectBackend
 
 __all__ = ["RamBackend"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,13 +46,18 @@ class RamBackend(EncodedObjectBackend):
     ----------
     name : str
         Connection name; connections with the same name share their datasets.
+    directory : str, optional
+        Ignored (accepted so that ``Connection(name, directory=...)`` works for
+        every backend, as in the original DosNa).
     """
 
     name: ClassVar[str] = "ram"
     shared_between_processes: ClassVar[bool] = False
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, directory: str | None = None) -> None:
         super().__init__(name)
+        if directory is not None:
+            log.debug("ram backend: directory=%r ignored (nothing is stored on disk)", directory)
         with _LOCK:
             self._datasets = _STORES.setdefault(name, {})
 

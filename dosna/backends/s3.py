@@ -18,6 +18,7 @@ dosna's messages. TLS certificates are verified unless ``verify=False``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -48,6 +49,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise BackendUnavailableError("the s3 backend needs boto3: pip install 'dosna[s3]'") from exc
 
 __all__ = ["S3Backend", "validate_bucket_name"]
+
+log = logging.getLogger(__name__)
 
 META_KEY = ".dosna.json"
 # Clients of backends unpickled in worker processes, shared per process: a task
@@ -190,6 +193,13 @@ class S3Backend(EncodedObjectBackend):
 
     # -- connection ------------------------------------------------------------
     def _make_client(self) -> Any:
+        log.debug(
+            "s3 client for %s: %d attempts per request (standard retries), timeouts %g s / %g s",
+            self.location,
+            self.retries,
+            self.timeout,
+            self.op_timeout,
+        )
         config = botocore.config.Config(
             s3={"addressing_style": self.addressing_style},
             retries={"max_attempts": self.retries, "mode": "standard"},

@@ -13,12 +13,15 @@ from ..bench import (
     sweep_config,
     write_outputs,
 )
+from ..extras import require
 from .common import add_connection_arguments, connect, parse_ints
+from .jsonout import add_json_argument, print_json
 
 __all__ = ["add_command"]
 
 
 def _bench(args: argparse.Namespace) -> int:
+    require("matplotlib", "plots", "dosna bench (its plot)")
     shape = parse_ints(args.shape)
     chunk_shapes = parse_chunk_shapes(args.chunks, len(shape))
     block = parse_ints(args.block) if args.block else None
@@ -52,13 +55,23 @@ def _bench(args: argparse.Namespace) -> int:
         )
         config["codecs"] = [r for r in dict.fromkeys(r.codec for r in results)]
         paths = write_outputs(results, config, args.out)
+        best = best_result(results)
+        if args.json:
+            print_json(
+                {
+                    "config": config,
+                    "results": [r.row() for r in results],
+                    "best": best.row(),
+                    "outputs": paths,
+                }
+            )
+            return 0
         for r in results:
             ratio = "" if r.ratio is None else f"  ratio {r.ratio:6.2f}"
             print(
                 f"{r.codec:>6} {'x'.join(map(str, r.chunk_shape)):>16}  {r.mb_per_s:10.1f} MB/s  "
                 f"best {r.best * 1e3:9.2f} ms{ratio}"
             )
-        best = best_result(results)
         codec = f" with {best.codec}" if len(config["codecs"]) > 1 else ""
         print(
             f"best chunk shape for {args.pattern}: {'x'.join(map(str, best.chunk_shape))}{codec} "
@@ -93,5 +106,6 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--out", default="dosna-bench", help="output directory (default ./dosna-bench)")
     bench.add_argument("--no-progress", action="store_true")
+    add_json_argument(bench)
     add_connection_arguments(bench)
     bench.set_defaults(handler=_bench)

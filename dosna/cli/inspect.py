@@ -7,8 +7,10 @@ import json
 
 import numpy as np
 
+from ..extras import require
 from ..inspection import dataset_summary, human_size, list_datasets, save_image
 from .common import add_connection_arguments, connect, parse_index, table
+from .jsonout import add_json_argument, print_json
 
 __all__ = ["add_commands"]
 
@@ -16,7 +18,9 @@ __all__ = ["add_commands"]
 def _ls(args: argparse.Namespace) -> int:
     with connect(args) as con:
         listing = list_datasets(con)
-        if con.engine.is_root:
+        if con.engine.is_root and args.json:
+            print_json(listing)
+        elif con.engine.is_root:
             if not listing:
                 print(f"no datasets in {con.backend.location}")
             else:
@@ -61,6 +65,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    require("matplotlib", "plots", "dosna show")
     key = parse_index(args.index)
     with connect(args) as con:
         image = np.asarray(con.get_dataset(args.name)[key])
@@ -82,6 +87,7 @@ def _show(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``ls``, ``info`` and ``show`` to ``sub``, the sub-parsers of the ``dosna`` command."""
     ls = sub.add_parser("ls", help="the datasets with shape, dtype, chunks and size")
+    add_json_argument(ls)
     add_connection_arguments(ls, mode="r")
     ls.set_defaults(handler=_ls)
 

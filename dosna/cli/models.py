@@ -6,6 +6,7 @@ import argparse
 import json
 
 from .common import add_connection_arguments, connect, table
+from .jsonout import add_json_argument, print_json
 
 __all__ = ["add_command"]
 
@@ -18,8 +19,16 @@ def _models(args: argparse.Namespace) -> int:
         root = con.engine.is_root
         if args.action == "list":
             rows = [("MODEL", "VERSION", "STATE", "TEST ACC", "TENSORS", "CREATED")]
+            versions = []
             for name in store.models():
                 for m in store.history(name):
+                    versions.append(
+                        {
+                            "model": name,
+                            **{k: m[k] for k in ("version", "state", "metrics", "created_at")},
+                            "tensors": len(m["tensors"]),
+                        }
+                    )
                     acc = m["metrics"].get("test_accuracy")
                     rows.append(
                         (
@@ -31,7 +40,9 @@ def _models(args: argparse.Namespace) -> int:
                             m["created_at"],
                         )
                     )
-            if root:
+            if root and args.json:
+                print_json(versions)
+            elif root:
                 print(table(rows) if len(rows) > 1 else "no models")
         elif args.action == "show":
             manifest = store.manifest(args.name, args.model_version)
@@ -56,6 +67,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     models.set_defaults(handler=_models)
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     mlist = msub.add_parser("list", help="every model version with its state and metrics")
+    add_json_argument(mlist)
     add_connection_arguments(mlist, mode="r")
     mshow = msub.add_parser("show", help="a version's manifest (JSON)")
     add_connection_arguments(mshow, mode="r")

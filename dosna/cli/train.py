@@ -6,6 +6,7 @@ import argparse
 
 from ..locations import parse_options
 from .common import add_connection_arguments, connect
+from .jsonout import add_json_argument, print_json
 
 __all__ = ["add_command"]
 
@@ -31,7 +32,9 @@ def _train(args: argparse.Namespace) -> int:
             resume=args.resume,
             checkpoint_every=args.checkpoint_every,
         )
-        if con.engine.is_root:
+        if con.engine.is_root and args.json:
+            print_json({"model": result.model, "version": result.version, "metrics": result.metrics})
+        elif con.engine.is_root:
             print(result.summary())
     return 0
 
@@ -66,5 +69,6 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--checkpoint-every", type=int, default=1, metavar="K", help="checkpoint every K epochs (0: never)"
     )
+    add_json_argument(train)
     add_connection_arguments(train, mode="r+")
     train.set_defaults(handler=_train)

@@ -13,6 +13,7 @@ arrives makes the others abort the job with a message after ``timeout`` seconds.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -27,9 +28,14 @@ from .base import Engine, T
 try:
     from mpi4py import MPI
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise errors.BackendUnavailableError("the mpi engine needs mpi4py: pip install 'dosna[mpi]'") from exc
+    raise errors.BackendUnavailableError(
+        "the mpi engine needs mpi4py: pip install 'dosna[mpi]' (against the MPI installed here) "
+        "or 'dosna[mpi-wheel]' (with the MPICH wheel and its mpiexec)"
+    ) from exc
 
 __all__ = ["MpiEngine", "RankFailedError"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = float(os.environ.get("DOSNA_MPI_TIMEOUT", "600"))
 
@@ -83,13 +89,18 @@ class MpiEngine(Engine):
 
     # -- waiting with a deadline ---------------------------------------------
     def _wait(self, request: Any, what: str) -> None:
-        deadline = time.monotonic() + self.timeout
+        if request.Test():
+            return
+        start = time.monotonic()
+        deadline = start + self.timeout
+        log.debug("rank %d: waiting for every rank in %s (up to %g s)", self.rank, what, self.timeout)
         pause = 1e-5
         while not request.Test():
             if time.monotonic() > deadline:
                 self._abort(f"rank {self.rank}: gave up waiting {self.timeout:g} s for all ranks in {what}")
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
+        log.debug("rank %d: waited %.3f s in %s", self.rank, time.monotonic() - start, what)
 
     def _abort(self, message: str) -> None:
         sys.stderr.write(f"dosna mpi: {message}; aborting the job\n")

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import DatasetChangedError, DatasetExistsError, DatasetNotFoundError, MetadataCorruptError
 from ..indexing import plan, prepare_values
 from ..metadata import DatasetMeta
+from ..progress import track
 from .chunks import ChunkIO
 from .interfaces import ChunkBackend, TaskEngine
 
@@ -132,7 +133,8 @@ def load(engine: TaskEngine, chunks: ChunkIO, src: Any) -> None:
         raise ValueError(f"cannot load data of shape {tuple(src.shape)} into {meta.shape}")
     # h5py and similar sources are not thread-safe: read them here, write from workers
     threads = _threads(chunks.backend) if isinstance(src, np.ndarray) else 1
-    work = ((idx, src[meta.chunk_region(idx)]) for idx in engine.share(_all_chunks(meta)))
+    todo = track(_all_chunks(meta), f"load {meta.name}", engine.is_root)
+    work = ((idx, src[meta.chunk_region(idx)]) for idx in engine.share(todo))
     engine.run_and_agree(chunks.write_item, work, threads)
 
 
@@ -148,7 +150,9 @@ def transform(
         task = partial(source.transform_with_halo, func, target, halo)
     else:
         task = partial(source.transform, func, target)
-    engine.run_collective(task, _all_chunks(source.meta))
+    name = source.meta.name
+    what = f"apply {name}" if target is source else f"map {name} -> {target.meta.name}"
+    engine.run_collective(task, track(_all_chunks(source.meta), what, engine.is_root))
 
 
 def stored_chunks(engine: TaskEngine, chunks: ChunkIO) -> list[ChunkIndex]:
@@ -162,14 +166,15 @@ def stored_chunks(engine: TaskEngine, chunks: ChunkIO) -> list[ChunkIndex]:
 
 def copy_stored(engine: TaskEngine, source: ChunkIO, target: ChunkIO) -> None:
     """Copy every stored chunk of ``source`` to ``target``; collective."""
-    engine.run_collective(
-        partial(source.copy_to, target), stored_chunks(engine, source), _threads(source.backend)
-    )
+    what = f"clone {source.meta.name} -> {target.meta.name}"
+    todo = track(stored_chunks(engine, source), what, engine.is_root)
+    engine.run_collective(partial(source.copy_to, target), todo, _threads(source.backend))
 
 
 def clear(engine: TaskEngine, chunks: ChunkIO) -> None:
     """Delete every stored chunk; collective."""
-    engine.run_collective(chunks.delete, stored_chunks(engine, chunks), _threads(chunks.backend))
+    todo = track(stored_chunks(engine, chunks), f"clear {chunks.meta.name}", engine.is_root)
+    engine.run_collective(chunks.delete, todo, _threads(chunks.backend))
 
 
 # -- creating and deleting -------------------------------------------------------------
