@@ -37,7 +37,8 @@ MAX_NAME_LENGTH = 200
 DEFAULT_CHUNK_BYTES = 1 << 20
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,199}")
-_SUPPORTED_KINDS = "biufc"  # bool, signed, unsigned, float, complex
+_SUPPORTED_KINDS = "biufc"
+_UID_RE = re.compile(r"[0-9a-f]{32}")  # bool, signed, unsigned, float, complex
 
 
 def validate_name(name: object, what: str = "dataset") -> str:
@@ -206,6 +207,12 @@ class DatasetMeta:
         How chunks are encoded (compression, shuffle, checksums).
     format : int
         The metadata format version the dataset was written in.
+    uid : str or None
+        What tells this incarnation of the name from any other: 32 random hex
+        digits written when the dataset is created (format 2). Its chunks are
+        stored under it, so a re-created or half-created dataset never shares
+        a chunk with another. None for datasets written before uids existed
+        (their chunks keep the layout they were written with).
     """
 
     name: str
@@ -216,6 +223,7 @@ class DatasetMeta:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     codec: CodecSpec = field(default_factory=CodecSpec)
     format: int = FORMAT_VERSION
+    uid: str | None = None
 
     @classmethod
     def create(
@@ -311,6 +319,8 @@ class DatasetMeta:
         }
         if self.format >= 2:
             doc["codec"] = self.codec.to_json()
+            if self.uid is not None:
+                doc["uid"] = self.uid
         return json.dumps(doc, indent=1, allow_nan=False).encode()
 
     @classmethod
@@ -337,7 +347,10 @@ class DatasetMeta:
             doc.get("attrs") or {},
             codec,
         )
-        return replace(meta, format=version)
+        uid = doc.get("uid") if version >= 2 else None
+        if uid is not None and not (isinstance(uid, str) and _UID_RE.fullmatch(uid)):
+            raise ValueError(f"uid {uid!r} is not 32 lowercase hex digits")
+        return replace(meta, format=version, uid=uid)
 
 
 def check_attrs(attrs: Mapping[str, Any]) -> None:

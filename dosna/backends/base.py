@@ -18,7 +18,7 @@ import numpy as np
 from ..indexing import ChunkSel, read_selection
 from ..metadata import DatasetMeta
 
-__all__ = ["Backend", "IOHints", "chunk_key", "parse_chunk_key"]
+__all__ = ["Backend", "IOHints", "chunk_area", "chunk_key", "parse_chunk_key"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,17 @@ class IOHints:
 def chunk_key(idx: tuple[int, ...]) -> str:
     """The name of chunk ``idx`` inside its dataset: ``"3.0.12"`` (``"0"`` for 0-d)."""
     return ".".join(map(str, idx)) if idx else "0"
+
+
+def chunk_area(meta: DatasetMeta) -> str:
+    """Where ``meta``'s chunks live inside the store: ``"name/uid"``, or ``"name"`` without a uid.
+
+    Every incarnation of a name has its own area, so chunks written for a
+    dataset that was deleted, re-created or never committed are never read
+    as another incarnation's. Datasets written before uids existed keep
+    their chunks directly under the name.
+    """
+    return meta.name if meta.uid is None else f"{meta.name}/{meta.uid}"
 
 
 def parse_chunk_key(key: str, ndim: int) -> tuple[int, ...] | None:
@@ -186,10 +197,21 @@ class Backend(ABC):
     def stored_bytes(self, meta: DatasetMeta) -> int:
         """Bytes the stored chunks of ``meta`` take (what ``Dataset.nbytes_stored`` reports)."""
 
-    def purge_uncommitted(self, meta: DatasetMeta) -> None:
-        """Remove chunks left under ``meta.name`` by a creation that never wrote its metadata.
+    def prepare_create(self, meta: DatasetMeta) -> None:
+        """Get ready to store the chunks of ``meta``, a dataset about to be created.
 
-        Called before a dataset is created, when no dataset of that name exists.
+        Called once, before any chunk is written, when no dataset of that name
+        exists. A dataset without a uid (an older format) shares its area with
+        earlier failed creations, whose chunks are removed first.
+        """
+        if meta.uid is None:
+            self.purge_uncommitted(meta)
+
+    def purge_uncommitted(self, meta: DatasetMeta) -> None:
+        """Remove the chunks of ``meta``, a creation that did not commit its metadata.
+
+        Only ``meta``'s own area (:func:`chunk_area`) is touched: a dataset of
+        the same name another process committed keeps all its chunks.
         """
         for idx in list(self.list_chunks(meta)):
             self.delete_chunk(meta, idx)

@@ -2,8 +2,12 @@
 
 Layout::
 
-    <directory>/<connection name>/<dataset>/.dosna.json   metadata (JSON)
-    <directory>/<connection name>/<dataset>/3.0.12.h5     chunk (3, 0, 12), HDF5 dataset "data"
+    <directory>/<connection name>/<dataset>/.dosna.json         metadata (JSON)
+    <directory>/<connection name>/<dataset>/<uid>/3.0.12.h5     chunk (3, 0, 12), HDF5 dataset "data"
+
+``<uid>`` is the dataset's uid (see :attr:`dosna.metadata.DatasetMeta.uid`);
+datasets written before uids existed keep their chunks directly in
+``<dataset>/``.
 
 Every chunk file is an ordinary HDF5 file that h5py, HDFView or h5dump open.
 dosna writes them itself from a per-shape header template (built once with
@@ -29,6 +33,7 @@ h5py, checking the crc32c of everything after the user block.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import mmap
@@ -53,7 +58,7 @@ from ..errors import (
 from ..indexing import ChunkSel, read_selection, selected_fraction
 from ..io.codecs import CodecError, CodecSpec, Framing, crc32c
 from ..metadata import DatasetMeta
-from .base import Backend, IOHints, chunk_key, parse_chunk_key
+from .base import Backend, IOHints, chunk_area, chunk_key, parse_chunk_key
 from .objects import byte_span, framing
 
 try:
@@ -388,8 +393,11 @@ class Hdf5Backend(Backend):
     def meta_location(self, dataset: str) -> str:
         return os.path.join(self.root, dataset, META_FILE)
 
+    def _chunk_dir(self, meta: DatasetMeta) -> str:
+        return os.path.join(self.root, *chunk_area(meta).split("/"))
+
     def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
-        return os.path.join(self.root, meta.name, chunk_key(idx) + CHUNK_SUFFIX)
+        return os.path.join(self._chunk_dir(meta), chunk_key(idx) + CHUNK_SUFFIX)
 
     def _write_file(self, path: str, buffers: list, exclusive: bool = False) -> None:
         """Write ``buffers`` to ``path`` through a temporary file and an atomic rename."""
@@ -435,11 +443,30 @@ class Hdf5Backend(Backend):
             return None
 
     def create_meta(self, dataset: str, data: bytes) -> None:
-        os.makedirs(self._dataset_dir(dataset), exist_ok=True)
+        meta = DatasetMeta.from_json(data)
+        if meta.uid is None:
+            os.makedirs(self._dataset_dir(dataset), exist_ok=True)
         try:
             self._write_file(self.meta_location(dataset), [data], exclusive=True)
         except FileExistsError:
             raise DatasetExistsError(f"dataset {dataset!r} already exists in {self.root}") from None
+        except FileNotFoundError:  # prepare_create made it: the dataset was deleted meanwhile
+            raise DatasetNotFoundError(
+                f"dataset {dataset!r} in {self.root} was deleted while it was being created"
+            ) from None
+
+    def prepare_create(self, meta: DatasetMeta) -> None:
+        super().prepare_create(meta)
+        os.makedirs(self._chunk_dir(meta), exist_ok=True)
+
+    def purge_uncommitted(self, meta: DatasetMeta) -> None:
+        if meta.uid is None:
+            super().purge_uncommitted(meta)
+        else:
+            shutil.rmtree(self._chunk_dir(meta), ignore_errors=True)
+            self._cache.discard_under(self._chunk_dir(meta) + os.sep)
+        with contextlib.suppress(OSError):  # only if empty: another creation may be using it
+            os.rmdir(self._dataset_dir(meta.name))
 
     def update_meta(self, dataset: str, data: bytes) -> None:
         if not os.path.isfile(self.meta_location(dataset)):
@@ -665,9 +692,8 @@ class Hdf5Backend(Backend):
         path = self.chunk_location(meta, idx)
         try:
             self._write_file(path, buffers)
-        except FileNotFoundError:  # chunks may be written before the dataset's metadata
-            os.makedirs(self._dataset_dir(meta.name), exist_ok=True)
-            self._write_file(path, buffers)
+        except FileNotFoundError:  # prepare_create made the directory: the dataset was deleted
+            raise DatasetNotFoundError(f"dataset {meta.name!r} no longer exists in {self.root}") from None
         self._cache.discard(path)
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
@@ -692,7 +718,7 @@ class Hdf5Backend(Backend):
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         try:
-            names = os.listdir(self._dataset_dir(meta.name))
+            names = os.listdir(self._chunk_dir(meta))
         except FileNotFoundError:
             return []
         out = []
