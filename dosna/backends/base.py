@@ -18,7 +18,7 @@ import numpy as np
 from ..indexing import ChunkSel, read_selection
 from ..metadata import DatasetMeta
 
-__all__ = ["Backend", "IOHints", "chunk_area", "chunk_key", "parse_chunk_key"]
+__all__ = ["Backend", "IOHints", "Leftover", "chunk_area", "chunk_key", "parse_chunk_key"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,34 @@ class IOHints:
         if self.parallel_max_part is not None and part_nbytes > self.parallel_max_part:
             return 1
         return self.threads
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Something in a store that no dataset refers to: what a killed process left behind.
+
+    Attributes
+    ----------
+    kind : str
+        ``"temporary"``: a chunk or metadata file being written (a writer
+        renames it into place when done); ``"uncommitted"``: the chunks of a
+        creation that never committed its metadata (killed, or still running);
+        ``"deleted"``: what a deletion had moved aside but not yet removed.
+    dataset : str
+        The dataset name it is stored under.
+    location : str
+        Where it is (path, key prefix or object), for messages.
+    age : float
+        Seconds since it last changed (the newest of its parts).
+    size : int
+        Bytes it takes.
+    """
+
+    kind: str
+    dataset: str
+    location: str
+    age: float
+    size: int
 
 
 def chunk_key(idx: tuple[int, ...]) -> str:
@@ -215,6 +243,18 @@ class Backend(ABC):
         """
         for idx in list(self.list_chunks(meta)):
             self.delete_chunk(meta, idx)
+
+    # -- store maintenance (dosna fsck) ----------------------------------------------
+    def leftovers(self) -> list[Leftover]:
+        """Everything stored that no dataset refers to (see :class:`Leftover`).
+
+        Raises NotImplementedError on backends that cannot list them.
+        """
+        raise NotImplementedError(f"the {self.name} backend cannot list what killed processes left behind")
+
+    def remove_leftover(self, item: Leftover) -> None:
+        """Remove ``item``, found by :meth:`leftovers`; gone already is fine."""
+        raise NotImplementedError(f"the {self.name} backend cannot remove leftovers")
 
     @property
     def hints(self) -> IOHints:

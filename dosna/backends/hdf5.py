@@ -58,7 +58,8 @@ from ..errors import (
 from ..indexing import ChunkSel, read_selection, selected_fraction
 from ..io.codecs import CodecError, CodecSpec, Framing, crc32c
 from ..metadata import DatasetMeta
-from .base import Backend, IOHints, chunk_area, chunk_key, parse_chunk_key
+from . import hdf5_leftovers
+from .base import Backend, IOHints, Leftover, chunk_area, chunk_key, parse_chunk_key
 from .objects import byte_span, framing
 
 try:
@@ -446,6 +447,10 @@ class Hdf5Backend(Backend):
         meta = DatasetMeta.from_json(data)
         if meta.uid is None:
             os.makedirs(self._dataset_dir(dataset), exist_ok=True)
+        elif not os.path.isdir(self._chunk_dir(meta)):
+            raise DatasetNotFoundError(
+                f"dataset {dataset!r} in {self.root} was deleted while it was being created"
+            )
         try:
             self._write_file(self.meta_location(dataset), [data], exclusive=True)
         except FileExistsError:
@@ -484,6 +489,21 @@ class Hdf5Backend(Backend):
             raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.root}") from None
         self._cache.discard_under(path + os.sep)
         shutil.rmtree(trash, ignore_errors=True)
+
+    # -- store maintenance -----------------------------------------------------
+    def leftovers(self) -> list[Leftover]:
+        return hdf5_leftovers.find(self.root, META_FILE, self._committed_uid)
+
+    def remove_leftover(self, item: Leftover) -> None:
+        hdf5_leftovers.remove(self.root, META_FILE, item)
+        self._cache.discard_under(item.location)
+
+    def _committed_uid(self, dataset: str) -> tuple[bool | None, str | None]:
+        try:
+            raw = self.read_meta(dataset)
+            return (False, None) if raw is None else (True, DatasetMeta.from_json(raw).uid)
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            return None, None
 
     # -- chunks --------------------------------------------------------------
     def _corrupt(self, meta: DatasetMeta, idx: tuple[int, ...], path: str, reason: str) -> ChunkCorruptError:
