@@ -414,12 +414,20 @@ class Dataset:
         object stores fetch the chunk. A missing chunk reads as the fill value.
         """
         chunks = self._io()
-        return chunks.view(chunks.meta.check_chunk_index(idx))
+        view = chunks.view(chunks.meta.check_chunk_index(idx))
+        _check_if_missing(chunks)
+        return view
 
     def stored_chunks(self) -> list[tuple[int, ...]]:
         """Indices of the chunks that have been written, sorted."""
         chunks = self._io()
         return sorted(chunks.backend.list_chunks(chunks.meta))
+
+
+def _check_if_missing(chunks: ChunkIO) -> None:
+    """A chunk read as missing may be a dataset deleted meanwhile: make sure it is not."""
+    if chunks.missing_seen:
+        arrays.current_meta(chunks.backend, chunks.meta)
 
 
 class DataChunk:
@@ -454,7 +462,9 @@ class DataChunk:
 
     def get_data(self, slices: Any = Ellipsis) -> Any:
         """Read ``chunk[slices]`` (the fill value where the chunk was never written)."""
-        data = self.dataset._io().read_whole(self.idx)
+        chunks = self.dataset._io()
+        data = chunks.read_whole(self.idx)
+        _check_if_missing(chunks)
         sel = plan(slices, self.shape, self.shape)
         out = np.empty(sel.shape, self.dtype)
         for _, chunk_sel, out_sel in sel.parts():

@@ -46,6 +46,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,199}")
 _SUPPORTED_KINDS = "biufc"  # bool, signed, unsigned, float, complex
 #: Widest float and complex types: longdouble has no portable layout and no JSON fill value.
 _MAX_ITEMSIZE = {"f": 8, "c": 16}
+_UID_RE = re.compile(r"[0-9a-f]{32}")
 
 
 def validate_name(name: object, what: str = "dataset") -> str:
@@ -253,6 +254,12 @@ class DatasetMeta:
         How chunks are encoded (compression, shuffle, checksums).
     format : int
         The metadata format version the dataset was written in.
+    uid : str or None
+        What tells this incarnation of the name from any other: 32 random hex
+        digits written when the dataset is created (format 2). Its chunks are
+        stored under it, so a re-created or half-created dataset never shares
+        a chunk with another. None for datasets written before uids existed
+        (their chunks keep the layout they were written with).
     """
 
     name: str
@@ -263,6 +270,7 @@ class DatasetMeta:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     codec: CodecSpec = field(default_factory=CodecSpec)
     format: int = FORMAT_VERSION
+    uid: str | None = None
 
     @classmethod
     def create(
@@ -359,6 +367,8 @@ class DatasetMeta:
         }
         if self.format >= 2:
             doc["codec"] = self.codec.to_json()
+            if self.uid is not None:
+                doc["uid"] = self.uid
         return json.dumps(doc, indent=1, allow_nan=False).encode()
 
     @classmethod
@@ -400,7 +410,10 @@ class DatasetMeta:
             attrs,
             codec,
         )
-        return replace(meta, format=version)
+        uid = doc.get("uid") if version >= 2 else None
+        if uid is not None and not (isinstance(uid, str) and _UID_RE.fullmatch(uid)):
+            raise ValueError(f"uid {uid!r} is not 32 lowercase hex digits")
+        return replace(meta, format=version, uid=uid)
 
 
 def check_attrs(attrs: Mapping[str, Any]) -> None:

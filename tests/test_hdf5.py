@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 import tracemalloc
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,6 +19,11 @@ import pytest
 
 import dosna as dn
 from dosna.errors import ChunkCorruptError, MetadataCorruptError
+
+
+def chunk_file(ds, idx):
+    """The file that holds chunk ``idx`` of ``ds``."""
+    return Path(ds.backend.chunk_location(ds.meta, idx))
 
 
 @pytest.fixture
@@ -39,9 +46,13 @@ def test_layout_is_plain_hdf5_and_json(con, tmp_path):
         "checksum": "crc32c",
         "checksum_block": 16384,
     }
-    files = sorted(p.name for p in root.iterdir())
-    assert files == sorted([".dosna.json"] + [f"{i}.{j}.h5" for i in range(3) for j in range(2)])
-    with h5py.File(root / "2.1.h5", "r") as f:  # an edge chunk: full size, padded with the fill value
+    assert re.fullmatch("[0-9a-f]{32}", meta["uid"])
+    assert sorted(p.name for p in root.iterdir()) == sorted([".dosna.json", meta["uid"]])
+    files = sorted(p.name for p in (root / meta["uid"]).iterdir())
+    assert files == sorted(f"{i}.{j}.h5" for i in range(3) for j in range(2))
+    with h5py.File(
+        root / meta["uid"] / "2.1.h5", "r"
+    ) as f:  # an edge chunk: full size, padded with the fill value
         assert f["data"].shape == (2, 4) and f["data"].dtype == np.dtype("i2") and f.userblock_size == 512
         np.testing.assert_array_equal(f["data"][...], [[28, 29, -1, -1], [-1, -1, -1, -1]])
 
@@ -53,7 +64,7 @@ def test_compressed_chunk_files_are_hdf5_with_filters(con, tmp_path, compression
     data = np.linspace(0, 1, 400 * 300, dtype="f4").reshape(400, 300)
     ds = con.create_dataset("z", data=data, chunks=(160, 160), compression=compression)
     assert ds.compression == compression and ds.shuffle and ds.checksum
-    with h5py.File(tmp_path / "store" / "z" / "1.1.h5", "r") as f:
+    with h5py.File(chunk_file(ds, (1, 1)), "r") as f:
         assert f["data"].chunks == (160, 160) and f["data"].shuffle == (compression != "blosc")
         np.testing.assert_array_equal(f["data"][...][:, :140], data[160:320, 160:300])
     np.testing.assert_array_equal(ds[...], data)
@@ -62,7 +73,7 @@ def test_compressed_chunk_files_are_hdf5_with_filters(con, tmp_path, compression
 
 def test_truncated_or_garbage_chunk_raises_with_path(con, tmp_path):
     ds = con.create_dataset("c", data=np.ones((8, 8)), chunk_size=4)
-    path = tmp_path / "store" / "c" / "1.0.h5"
+    path = chunk_file(ds, (1, 0))
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) - 10])
     with pytest.raises(ChunkCorruptError) as err:
@@ -81,7 +92,7 @@ def test_truncated_or_garbage_chunk_raises_with_path(con, tmp_path):
 
 def test_wrong_shape_chunk_file_is_corrupt(con, tmp_path):
     ds = con.create_dataset("s", shape=(4, 4), dtype="f4", chunk_size=2)
-    with h5py.File(tmp_path / "store" / "s" / "0.0.h5", "w") as f:
+    with h5py.File(chunk_file(ds, (0, 0)), "w") as f:
         f["data"] = np.zeros((3, 2), "f4")
     with pytest.raises(ChunkCorruptError, match="shape"):
         ds[0, 0]
@@ -102,14 +113,14 @@ def test_corrupt_metadata_raises_with_path(con, tmp_path):
 def test_foreign_chunk_files_are_read(con, tmp_path):
     ds = con.create_dataset("f", shape=(4, 6), dtype="f8", chunk_size=(4, 3), checksum=False)
     a, b = np.arange(12.0).reshape(4, 3), -np.arange(12.0).reshape(4, 3)
-    with h5py.File(tmp_path / "store" / "f" / "0.0.h5", "w") as f:
+    with h5py.File(chunk_file(ds, (0, 0)), "w") as f:
         f.create_dataset("data", data=a, compression="gzip", chunks=(2, 3))
-    with h5py.File(tmp_path / "store" / "f" / "0.1.h5", "w") as f:
+    with h5py.File(chunk_file(ds, (0, 1)), "w") as f:
         f.create_dataset("data", data=b.astype(">f8"))  # contiguous, other byte order
     np.testing.assert_array_equal(ds[...], np.hstack([a, b]))
     np.testing.assert_array_equal(ds[1:3, 2:5], np.hstack([a, b])[1:3, 2:5])
     checked = con.create_dataset("g", shape=(4, 3), dtype="f8", chunk_size=(4, 3))
-    with h5py.File(tmp_path / "store" / "g" / "0.0.h5", "w") as f:
+    with h5py.File(chunk_file(checked, (0, 0)), "w") as f:
         f.create_dataset("data", data=a)
     with pytest.raises(ChunkCorruptError, match="checksums"):  # unverifiable: refused
         checked[...]
@@ -138,7 +149,7 @@ def test_no_temporary_files_left(con, tmp_path):
     ds = con.create_dataset("t", shape=(10, 10), chunk_size=3)
     for i in range(10):
         ds[i] = i
-    names = os.listdir(tmp_path / "store" / "t")
+    names = os.listdir(chunk_file(ds, (0, 0)).parent)
     assert not [n for n in names if n.endswith(".tmp")]
     assert len(ds.stored_chunks()) == 16
 

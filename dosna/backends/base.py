@@ -21,7 +21,7 @@ from ..errors import StoreUnavailableError
 from ..indexing import ChunkSel, read_selection
 from ..metadata import DatasetMeta
 
-__all__ = ["Backend", "IOHints", "chunk_key", "parse_chunk_key"]
+__all__ = ["Backend", "IOHints", "Leftover", "chunk_area", "chunk_key", "parse_chunk_key"]
 
 # The names the original DosNa exported from this module, mapped onto today's
 # classes: ``from dosna.backends.base import DatasetNotFoundError`` keeps working.
@@ -80,9 +80,48 @@ class IOHints:
         return self.threads
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """Something in a store that no dataset refers to: what a killed process left behind.
+
+    Attributes
+    ----------
+    kind : str
+        ``"temporary"``: a chunk or metadata file being written (a writer
+        renames it into place when done); ``"uncommitted"``: the chunks of a
+        creation that never committed its metadata (killed, or still running);
+        ``"deleted"``: what a deletion had moved aside but not yet removed.
+    dataset : str
+        The dataset name it is stored under.
+    location : str
+        Where it is (path, key prefix or object), for messages.
+    age : float
+        Seconds since it last changed (the newest of its parts).
+    size : int
+        Bytes it takes.
+    """
+
+    kind: str
+    dataset: str
+    location: str
+    age: float
+    size: int
+
+
 def chunk_key(idx: tuple[int, ...]) -> str:
     """The name of chunk ``idx`` inside its dataset: ``"3.0.12"`` (``"0"`` for 0-d)."""
     return ".".join(map(str, idx)) if idx else "0"
+
+
+def chunk_area(meta: DatasetMeta) -> str:
+    """Where ``meta``'s chunks live inside the store: ``"name/uid"``, or ``"name"`` without a uid.
+
+    Every incarnation of a name has its own area, so chunks written for a
+    dataset that was deleted, re-created or never committed are never read
+    as another incarnation's. Datasets written before uids existed keep
+    their chunks directly under the name.
+    """
+    return meta.name if meta.uid is None else f"{meta.name}/{meta.uid}"
 
 
 _CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]*")
@@ -227,13 +266,36 @@ class Backend(ABC):
         backend's 32 axes, for instance). The default accepts everything.
         """
 
-    def purge_uncommitted(self, meta: DatasetMeta) -> None:
-        """Remove chunks left under ``meta.name`` by a creation that never wrote its metadata.
+    def prepare_create(self, meta: DatasetMeta) -> None:
+        """Get ready to store the chunks of ``meta``, a dataset about to be created.
 
-        Called before a dataset is created, when no dataset of that name exists.
+        Called once, before any chunk is written, when no dataset of that name
+        exists. A dataset without a uid (an older format) shares its area with
+        earlier failed creations, whose chunks are removed first.
+        """
+        if meta.uid is None:
+            self.purge_uncommitted(meta)
+
+    def purge_uncommitted(self, meta: DatasetMeta) -> None:
+        """Remove the chunks of ``meta``, a creation that did not commit its metadata.
+
+        Only ``meta``'s own area (:func:`chunk_area`) is touched: a dataset of
+        the same name another process committed keeps all its chunks.
         """
         for idx in list(self.list_chunks(meta)):
             self.delete_chunk(meta, idx)
+
+    # -- store maintenance (dosna fsck) ----------------------------------------------
+    def leftovers(self) -> list[Leftover]:
+        """Everything stored that no dataset refers to (see :class:`Leftover`).
+
+        Raises NotImplementedError on backends that cannot list them.
+        """
+        raise NotImplementedError(f"the {self.name} backend cannot list what killed processes left behind")
+
+    def remove_leftover(self, item: Leftover) -> None:
+        """Remove ``item``, found by :meth:`leftovers`; gone already is fine."""
+        raise NotImplementedError(f"the {self.name} backend cannot remove leftovers")
 
     @property
     def hints(self) -> IOHints:

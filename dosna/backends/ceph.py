@@ -4,7 +4,9 @@ Layout in the pool given as the connection name:
 
 - each dataset lives in its own RADOS *namespace* (the dataset name): its
   metadata object ``dosna.meta`` (JSON) and one object per chunk, named like
-  ``3.0.12``, holding the chunk's raw bytes;
+  ``<uid>/3.0.12`` (the dataset's uid, so that a re-created or half-created
+  dataset never shares a chunk with another; ``3.0.12`` for datasets written
+  before uids existed), holding the chunk's encoded bytes;
 - the object ``dosna.datasets`` in the default namespace lists the datasets in
   its omap, so listing them never scans the pool.
 
@@ -55,6 +57,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 __all__ = ["CephBackend"]
+
+
+def _object(meta: DatasetMeta, idx: tuple[int, ...]) -> str:
+    """The name of chunk ``idx``'s object in its dataset's namespace."""
+    return chunk_key(idx) if meta.uid is None else f"{meta.uid}/{chunk_key(idx)}"
+
+
+def _parse_object(meta: DatasetMeta, key: str) -> tuple[int, ...] | None:
+    """Inverse of :func:`_object`; None for objects of other incarnations and other objects."""
+    if meta.uid is not None:
+        head, sep, key = key.partition("/")
+        if not sep or head != meta.uid:
+            return None
+    return parse_chunk_key(key, meta.ndim, meta.chunk_grid)
+
 
 INDEX_OBJECT = "dosna.datasets"
 META_OBJECT = "dosna.meta"
@@ -330,7 +347,7 @@ class CephBackend(EncodedObjectBackend):
             meta = None
         if meta is not None and meta.total_chunks <= _LIST_INSTEAD_OF_GRID:
             keys: Iterable[str] = (
-                chunk_key(i) for i in itertools.product(*(range(g) for g in meta.chunk_grid))
+                _object(meta, i) for i in itertools.product(*(range(g) for g in meta.chunk_grid))
             )
         else:
             keys = [o.key for o in ioctx.list_objects()]
@@ -351,12 +368,12 @@ class CephBackend(EncodedObjectBackend):
 
     # -- chunks ----------------------------------------------------------------------
     def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
-        return f"{self.location}/{meta.name}/{chunk_key(idx)}"
+        return f"{self.location}/{meta.name}/{_object(meta, idx)}"
 
     def fetch(self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]) -> bytes | None:
         with self._failures(f"read chunk {idx} of {meta.name!r}"):
             try:
-                return self._ctx(self._ns(meta.name)).read(chunk_key(idx), byte_range[1], byte_range[0])
+                return self._ctx(self._ns(meta.name)).read(_object(meta, idx), byte_range[1], byte_range[0])
             except rados.ObjectNotFound:
                 return None
 
@@ -368,12 +385,12 @@ class CephBackend(EncodedObjectBackend):
 
     def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: Encoded) -> None:
         with self._failures(f"write chunk {idx} of {meta.name!r}"):
-            self._ctx(self._ns(meta.name)).write_full(chunk_key(idx), bytes(data))
+            self._ctx(self._ns(meta.name)).write_full(_object(meta, idx), bytes(data))
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
         with self._failures(f"stat chunk {idx} of {meta.name!r}"):
             try:
-                self._ctx(self._ns(meta.name)).stat(chunk_key(idx))
+                self._ctx(self._ns(meta.name)).stat(_object(meta, idx))
             except rados.ObjectNotFound:
                 return False
         return True
@@ -383,7 +400,7 @@ class CephBackend(EncodedObjectBackend):
             self._failures(f"delete chunk {idx} of {meta.name!r}"),
             contextlib.suppress(rados.ObjectNotFound),
         ):
-            self._ctx(self._ns(meta.name)).remove_object(chunk_key(idx))
+            self._ctx(self._ns(meta.name)).remove_object(_object(meta, idx))
 
     def stored_bytes(self, meta: DatasetMeta) -> int:
         total = 0
@@ -391,12 +408,10 @@ class CephBackend(EncodedObjectBackend):
             ioctx = self._ctx(self._ns(meta.name))
             for idx in self.list_chunks(meta):
                 with contextlib.suppress(rados.ObjectNotFound):
-                    total += int(ioctx.stat(chunk_key(idx))[0])
+                    total += int(ioctx.stat(_object(meta, idx))[0])
         return total
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
         with self._failures(f"list chunks of {meta.name!r}"):
             keys = [o.key for o in self._ctx(self._ns(meta.name)).list_objects()]
-        return sorted(
-            idx for idx in (parse_chunk_key(k, meta.ndim, meta.chunk_grid) for k in keys) if idx is not None
-        )
+        return sorted(idx for idx in (_parse_object(meta, k) for k in keys) if idx is not None)

@@ -2,8 +2,12 @@
 
 Layout::
 
-    <directory>/<connection name>/<dataset>/.dosna.json   metadata (JSON)
-    <directory>/<connection name>/<dataset>/3.0.12.h5     chunk (3, 0, 12), HDF5 dataset "data"
+    <directory>/<connection name>/<dataset>/.dosna.json         metadata (JSON)
+    <directory>/<connection name>/<dataset>/<uid>/3.0.12.h5     chunk (3, 0, 12), HDF5 dataset "data"
+
+``<uid>`` is the dataset's uid (see :attr:`dosna.metadata.DatasetMeta.uid`);
+datasets written before uids existed keep their chunks directly in
+``<dataset>/``.
 
 Every chunk file is an ordinary HDF5 file that h5py, HDFView or h5dump open.
 dosna writes them itself from a per-shape header template (built once with
@@ -58,7 +62,8 @@ from ..errors import (
 from ..indexing import ChunkSel, read_selection, selected_fraction
 from ..io.codecs import CodecError, CodecSpec, Framing, crc32c
 from ..metadata import DatasetMeta
-from .base import Backend, IOHints, chunk_key, parse_chunk_key
+from . import hdf5_leftovers
+from .base import Backend, IOHints, Leftover, chunk_area, chunk_key, parse_chunk_key
 from .objects import byte_span, framing
 
 try:
@@ -405,29 +410,41 @@ class Hdf5Backend(Backend):
     def meta_location(self, dataset: str) -> str:
         return os.path.join(self.root, dataset, META_FILE)
 
-    def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
-        return os.path.join(self.root, meta.name, _chunk_name(idx))
+    def _chunk_dir(self, meta: DatasetMeta) -> str:
+        return os.path.join(self.root, *chunk_area(meta).split("/"))
 
-    def _open_dir(self, dataset: str, create: bool) -> int | None:
-        """A descriptor of ``dataset``'s directory; None if it does not exist (and ``create`` is false)."""
-        path = self._dataset_dir(dataset)
+    def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
+        return os.path.join(self._chunk_dir(meta), _chunk_name(idx))
+
+    def _open_dir(self, area: str, create: bool) -> int | None:
+        """A descriptor of the directory ``area`` (a dataset, or ``"dataset/uid"``); None if it does
+        not exist (and ``create`` is false). No component is followed through a link."""
+        dataset = area.split("/", 1)[0]
+        path = os.path.join(self.root, *area.split("/"))
         try:
-            return os.open(path, _DIR_FLAGS)
+            parent = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             if not create:
                 return None
-        except OSError as exc:
-            raise self._bad_dir(dataset, path, exc) from None
+            os.makedirs(self.root, exist_ok=True)  # the connection's directory went away: make it again
+            parent = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            os.mkdir(path)
-        except FileExistsError:  # made meanwhile, by another writer
-            pass
-        except FileNotFoundError:  # the connection's directory went away: make it again
-            os.makedirs(path, exist_ok=True)
-        try:
-            return os.open(path, _DIR_FLAGS)
+            for name in area.split("/"):
+                try:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                except FileNotFoundError:
+                    if not create:
+                        os.close(parent)
+                        return None
+                    with contextlib.suppress(FileExistsError):  # made meanwhile, by another writer
+                        os.mkdir(name, dir_fd=parent)
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                os.close(parent)
+                parent = fd
         except OSError as exc:
+            os.close(parent)
             raise self._bad_dir(dataset, path, exc) from None
+        return parent
 
     @staticmethod
     def _bad_dir(dataset: str, path: str, exc: OSError) -> OSError:
@@ -439,8 +456,8 @@ class Hdf5Backend(Backend):
         )
 
     @contextlib.contextmanager
-    def _dir(self, dataset: str, create: bool = False) -> Iterator[int | None]:
-        fd = self._open_dir(dataset, create)
+    def _dir(self, area: str, create: bool = False) -> Iterator[int | None]:
+        fd = self._open_dir(area, create)
         try:
             yield fd
         finally:
@@ -505,12 +522,36 @@ class Hdf5Backend(Backend):
             return f.read()
 
     def create_meta(self, dataset: str, data: bytes) -> None:
-        with self._dir(dataset, create=True) as dir_fd:
-            assert dir_fd is not None
+        meta = DatasetMeta.from_json(data)
+        if meta.uid is not None:
+            with self._dir(chunk_area(meta)) as area_fd:
+                if area_fd is None:  # prepare_create made it: the dataset was deleted meanwhile
+                    raise DatasetNotFoundError(
+                        f"dataset {dataset!r} in {self.root} was deleted while it was being created"
+                    )
+        with self._dir(dataset, create=meta.uid is None) as dir_fd:
+            if dir_fd is None:
+                raise DatasetNotFoundError(
+                    f"dataset {dataset!r} in {self.root} was deleted while it was being created"
+                )
             try:
                 self._write_file(dir_fd, META_FILE, [data], exclusive=True)
             except FileExistsError:
                 raise DatasetExistsError(f"dataset {dataset!r} already exists in {self.root}") from None
+
+    def prepare_create(self, meta: DatasetMeta) -> None:
+        super().prepare_create(meta)
+        with self._dir(chunk_area(meta), create=True):
+            pass
+
+    def purge_uncommitted(self, meta: DatasetMeta) -> None:
+        if meta.uid is None:
+            super().purge_uncommitted(meta)
+        else:
+            shutil.rmtree(self._chunk_dir(meta), ignore_errors=True)  # never follows links
+            self._cache.discard_under(self._chunk_dir(meta) + os.sep)
+        with contextlib.suppress(OSError):  # only if empty: another creation may be using it
+            os.rmdir(self._dataset_dir(meta.name))
 
     def update_meta(self, dataset: str, data: bytes) -> None:
         with self._dir(dataset) as dir_fd:
@@ -534,6 +575,21 @@ class Hdf5Backend(Backend):
         self._cache.discard_under(path + os.sep)
         shutil.rmtree(trash, ignore_errors=True)  # never follows links
 
+    # -- store maintenance -----------------------------------------------------
+    def leftovers(self) -> list[Leftover]:
+        return hdf5_leftovers.find(self.root, META_FILE, self._committed_uid)
+
+    def remove_leftover(self, item: Leftover) -> None:
+        hdf5_leftovers.remove(self.root, META_FILE, item)
+        self._cache.discard_under(item.location)
+
+    def _committed_uid(self, dataset: str) -> tuple[bool | None, str | None]:
+        try:
+            raw = self.read_meta(dataset)
+            return (False, None) if raw is None else (True, DatasetMeta.from_json(raw).uid)
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            return None, None
+
     # -- chunks --------------------------------------------------------------
     def check_meta(self, meta: DatasetMeta) -> None:
         if meta.ndim > _MAX_RANK:
@@ -552,7 +608,7 @@ class Hdf5Backend(Backend):
 
     def _open_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> tuple[int, os.stat_result] | None:
         """The chunk file open for reading, and its status; None if it is missing."""
-        with self._dir(meta.name) as dir_fd:
+        with self._dir(chunk_area(meta)) as dir_fd:
             if dir_fd is None:
                 return None
             try:
@@ -788,9 +844,9 @@ class Hdf5Backend(Backend):
                 ub = _userblock(_raw_userblock_size(meta, raw.nbytes), _KIND_RAW, raw.nbytes, 0, crcs)
                 buffers.insert(0, ub)
         path = self.chunk_location(meta, idx)
-        # chunks may be written before the dataset's metadata: the directory is made if need be
-        with self._dir(meta.name, create=True) as dir_fd:
-            assert dir_fd is not None
+        with self._dir(chunk_area(meta)) as dir_fd:
+            if dir_fd is None:  # prepare_create made the directory: the dataset was deleted
+                raise DatasetNotFoundError(f"dataset {meta.name!r} no longer exists in {self.root}")
             try:
                 self._write_file(dir_fd, _chunk_name(idx), buffers)
             except IsADirectoryError:
@@ -798,12 +854,12 @@ class Hdf5Backend(Backend):
         self._cache.discard(path)
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
-        with self._dir(meta.name) as dir_fd:
+        with self._dir(chunk_area(meta)) as dir_fd:
             return dir_fd is not None and _lstat(dir_fd, _chunk_name(idx)) is not None
 
     def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
         path = self.chunk_location(meta, idx)
-        with self._dir(meta.name) as dir_fd:
+        with self._dir(chunk_area(meta)) as dir_fd:
             if dir_fd is not None:
                 try:
                     os.unlink(_chunk_name(idx), dir_fd=dir_fd)
@@ -816,14 +872,14 @@ class Hdf5Backend(Backend):
         self._cache.discard(path)
 
     def stored_bytes(self, meta: DatasetMeta) -> int:
-        with self._dir(meta.name) as dir_fd:
+        with self._dir(chunk_area(meta)) as dir_fd:
             if dir_fd is None:
                 return 0
             sizes = (_lstat(dir_fd, _chunk_name(idx)) for idx in self._chunk_indices(meta, dir_fd))
             return sum(st.st_size for st in sizes if st is not None and stat.S_ISREG(st.st_mode))
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
-        with self._dir(meta.name) as dir_fd:
+        with self._dir(chunk_area(meta)) as dir_fd:
             return [] if dir_fd is None else self._chunk_indices(meta, dir_fd)
 
     @staticmethod

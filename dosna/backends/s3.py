@@ -4,7 +4,13 @@ Layout in the bucket given as the connection name, under the optional store
 prefix (``s3://bucket/runs/1`` has the prefix ``runs/1``)::
 
     [<prefix>/]<dataset>/.dosna.json      metadata (JSON)
-    [<prefix>/]<dataset>/3.0.12           chunk (3, 0, 12): the chunk's raw bytes
+    [<prefix>/]<dataset>/<uid>/3.0.12     chunk (3, 0, 12): the chunk's encoded bytes
+
+``<uid>`` is the dataset's uid, so a re-created or half-created dataset never
+shares a chunk with another; datasets written before uids existed keep their
+chunks at ``<dataset>/3.0.12``. A dataset's metadata is created with a
+conditional PUT (``If-None-Match: *``): of two clients creating the same name
+at once, one gets DatasetExistsError.
 
 One bucket holds one store, or several under different prefixes (the original
 used one bucket per dataset). A chunk
@@ -37,7 +43,7 @@ from ..errors import (
 )
 from ..io.codecs import Encoded
 from ..metadata import DatasetMeta
-from .base import IOHints, chunk_key, parse_chunk_key
+from .base import IOHints, chunk_area, chunk_key, parse_chunk_key
 from .objects import EncodedObjectBackend
 from .prefixes import validate_prefix
 
@@ -59,6 +65,7 @@ _WORKER_CLIENTS: dict[tuple, Any] = {}
 _WORKER_LOCK = threading.Lock()
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 def validate_bucket_name(name: str) -> str:
@@ -190,6 +197,13 @@ class S3Backend(EncodedObjectBackend):
 
     def _key(self, dataset: str, leaf: str = "") -> str:
         return f"{self._base}{dataset}/{leaf}"
+
+    def _area(self, meta: DatasetMeta) -> str:
+        """The key prefix of ``meta``'s chunks (see :func:`~dosna.backends.base.chunk_area`)."""
+        return f"{self._base}{chunk_area(meta)}/"
+
+    def _chunk_key(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
+        return f"{self._area(meta)}{chunk_key(idx)}"
 
     # -- connection ------------------------------------------------------------
     def _make_client(self) -> Any:
@@ -338,11 +352,20 @@ class S3Backend(EncodedObjectBackend):
         return self._get(self._key(dataset, META_KEY), f"read metadata of {dataset!r}")
 
     def create_meta(self, dataset: str, data: bytes) -> None:
-        # S3 has no portable create-if-absent: check, then write. Two clients
-        # creating the same name at the same moment: the last one wins.
-        if self._exists(self._key(dataset, META_KEY), f"create dataset {dataset!r}"):
-            raise DatasetExistsError(f"dataset {dataset!r} already exists in {self.location}")
-        self._put(self._key(dataset, META_KEY), bytes(data), f"create dataset {dataset!r}")
+        exists = DatasetExistsError(f"dataset {dataset!r} already exists in {self.location}")
+        key = self._key(dataset, META_KEY)
+        if self._exists(key, f"create dataset {dataset!r}"):
+            raise exists
+        # create-if-absent: S3 (since 2024) and radosgw honour If-None-Match on PUT
+        with self._failures(f"create dataset {dataset!r}"):
+            try:
+                self.client.put_object(
+                    Bucket=self.connection_name, Key=key, Body=bytes(data), IfNoneMatch="*"
+                )
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in _CONFLICT:
+                    raise exists from None
+                raise
 
     def update_meta(self, dataset: str, data: bytes) -> None:
         if not self._exists(self._key(dataset, META_KEY), f"update metadata of {dataset!r}"):
@@ -353,10 +376,16 @@ class S3Backend(EncodedObjectBackend):
         meta_key = self._key(dataset, META_KEY)
         if not self._exists(meta_key, f"delete dataset {dataset!r}"):
             raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.location}")
+        raw = self.read_meta(dataset)
+        try:
+            area = chunk_area(DatasetMeta.from_json(raw)) if raw is not None else dataset
+        except (ValueError, TypeError, KeyError):
+            area = dataset
         with self._failures(f"delete dataset {dataset!r}"):
             self.client.delete_object(Bucket=self.connection_name, Key=meta_key)  # gone from here on
-            # this dataset's own keys only: never those of a store whose prefix runs through it
-            base = self._key(dataset)
+            # this incarnation's own keys only: never those of a store whose prefix runs
+            # through it, nor those of another creation of the name that may be under way
+            base = f"{self._base}{area}/"
             keys = [k for k in self._keys(base, f"delete dataset {dataset!r}") if "/" not in k[len(base) :]]
             for start in range(0, len(keys), 1000):
                 self.client.delete_objects(
@@ -366,29 +395,27 @@ class S3Backend(EncodedObjectBackend):
 
     # -- chunks ----------------------------------------------------------------------------
     def chunk_location(self, meta: DatasetMeta, idx: tuple[int, ...]) -> str:
-        return f"{self.location}/{meta.name}/{chunk_key(idx)}"
+        return f"{self.location}/{chunk_area(meta)}/{chunk_key(idx)}"
 
     def fetch(self, meta: DatasetMeta, idx: tuple[int, ...], byte_range: tuple[int, int]) -> bytes | None:
-        return self._get(
-            self._key(meta.name, chunk_key(idx)), f"read chunk {idx} of {meta.name!r}", byte_range
-        )
+        return self._get(self._chunk_key(meta, idx), f"read chunk {idx} of {meta.name!r}", byte_range)
 
     @property
     def hints(self) -> IOHints:
         return IOHints(threads=self.io_threads, parallel_min_part=0)  # every request waits on the network
 
     def store(self, meta: DatasetMeta, idx: tuple[int, ...], data: Encoded) -> None:
-        self._put(self._key(meta.name, chunk_key(idx)), bytes(data), f"write chunk {idx} of {meta.name!r}")
+        self._put(self._chunk_key(meta, idx), bytes(data), f"write chunk {idx} of {meta.name!r}")
 
     def has_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> bool:
-        return self._exists(self._key(meta.name, chunk_key(idx)), f"look up chunk {idx} of {meta.name!r}")
+        return self._exists(self._chunk_key(meta, idx), f"look up chunk {idx} of {meta.name!r}")
 
     def delete_chunk(self, meta: DatasetMeta, idx: tuple[int, ...]) -> None:
         with self._failures(f"delete chunk {idx} of {meta.name!r}"):
-            self.client.delete_object(Bucket=self.connection_name, Key=self._key(meta.name, chunk_key(idx)))
+            self.client.delete_object(Bucket=self.connection_name, Key=self._chunk_key(meta, idx))
 
     def stored_bytes(self, meta: DatasetMeta) -> int:
-        prefix = self._key(meta.name)
+        prefix = self._area(meta)
         return sum(
             size
             for key, size in self._objects(prefix, f"list chunks of {meta.name!r}")
@@ -396,7 +423,7 @@ class S3Backend(EncodedObjectBackend):
         )
 
     def list_chunks(self, meta: DatasetMeta) -> Iterable[tuple[int, ...]]:
-        prefix = self._key(meta.name)
+        prefix = self._area(meta)
         keys = self._keys(prefix, f"list chunks of {meta.name!r}")
         return sorted(
             i

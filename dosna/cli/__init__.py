@@ -6,6 +6,7 @@
     dosna train   --x digits.x --y digits.y --learner mlp --epochs 20 --backend hdf5 --connection DIR
     dosna models  list|show|load|delete ... --backend hdf5 --connection DIR
     dosna bench   --shape 512,512,512 --chunks 32,64,128 --pattern full-read --backend hdf5 --connection DIR
+    dosna fsck    DIR [--repair] [--min-age SECONDS] [--chunks]
 
 Every command takes the store as its first argument (a directory or a URL such as
 ``s3://bucket/run1``) or as ``--backend`` and ``--connection``, and
@@ -16,7 +17,8 @@ operation fails (one line on stderr: ``dosna <command>: error: <message>``; add
 (argparse's message), 130 when interrupted.
 
 One module a command group: :mod:`~dosna.cli.train`, :mod:`~dosna.cli.models`,
-:mod:`~dosna.cli.inspect` (ls, info, show) and :mod:`~dosna.cli.bench`, with
+:mod:`~dosna.cli.inspect` (ls, info, show), :mod:`~dosna.cli.bench` and
+:mod:`~dosna.cli.fsck`, with
 what they share in :mod:`~dosna.cli.common`. They parse arguments, call the
 library and print; the library never imports them.
 """
@@ -29,7 +31,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .. import __version__
-from . import bench, inspect, models, train
+from . import bench, fsck, inspect, models, train
 from .common import run_handler
 
 __all__ = ["build_parser", "main"]
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_command(sub)
     inspect.add_commands(sub)
     bench.add_command(sub)
+    fsck.add_command(sub)
     for command in sub.choices.values():
         _add_debug(command)
     return parser

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -21,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetChangedError, DatasetExistsError, DatasetNotFoundError, MetadataCorruptError
+from ..errors import DatasetExistsError, DatasetNotFoundError, MetadataCorruptError
 from ..indexing import plan, prepare_values
 from ..metadata import DatasetMeta
 from ..progress import track
 from .chunks import ChunkIO
+from .identity import current_meta, parse_meta
 from .interfaces import ChunkBackend, TaskEngine
 
 __all__ = [
@@ -36,52 +38,17 @@ __all__ = [
     "current_meta",
     "delete_quietly",
     "load",
+    "new_uid",
     "parse_meta",
     "read",
     "resize",
+    "still_there",
     "stored_chunks",
     "transform",
     "write",
 ]
 
 ChunkIndex = tuple[int, ...]
-
-
-# -- metadata ----------------------------------------------------------------------------
-def parse_meta(backend: ChunkBackend, name: str, raw: bytes) -> DatasetMeta:
-    """Parse ``name``'s stored metadata; MetadataCorruptError (with its location) if it is bad."""
-    try:
-        meta = DatasetMeta.from_json(raw)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise MetadataCorruptError(name, backend.meta_location(name), str(exc)) from exc
-    if meta.name != name:
-        raise MetadataCorruptError(name, backend.meta_location(name), f"it names dataset {meta.name!r}")
-    return meta
-
-
-def current_meta(backend: ChunkBackend, meta: DatasetMeta) -> DatasetMeta:
-    """The dataset's metadata as stored now, for a handle that holds ``meta``.
-
-    A new shape or new attributes are taken over; a dataset that was deleted
-    raises DatasetNotFoundError, one re-created with another dtype, chunking or
-    codec raises DatasetChangedError.
-    """
-    raw = backend.read_meta(meta.name)
-    if raw is None:
-        raise DatasetNotFoundError(f"dataset {meta.name!r} no longer exists in {backend.location}")
-    now = parse_meta(backend, meta.name, raw)
-    same_fill = bool(np.array_equal(np.asarray(now.fillvalue), np.asarray(meta.fillvalue), equal_nan=True))
-    if (now.dtype, now.chunk_size, now.codec, now.format) != (
-        meta.dtype,
-        meta.chunk_size,
-        meta.codec,
-        meta.format,
-    ) or not same_fill:
-        raise DatasetChangedError(
-            f"dataset {meta.name!r} in {backend.location} was deleted and created again "
-            f"(now {now.dtype}, chunks {now.chunk_size}, {now.codec.describe()}); open it again"
-        )
-    return now
 
 
 # -- concurrency -----------------------------------------------------------------------
@@ -105,8 +72,26 @@ def read(engine: TaskEngine, chunks: ChunkIO, key: Any) -> Any:
     out = np.empty(sel.shape, meta.dtype)
     if sel.size:
         threads = _read_threads(chunks.backend, sel.size * meta.dtype.itemsize, sel.chunk_count())
+        chunks.missing_seen = False
         engine.gather(out, chunks, sel.parts(), threads)
+        # workers in other processes cannot tell us whether they found a chunk missing
+        if chunks.missing_seen or not getattr(engine, "shares_memory", False):
+            current_meta(chunks.backend, meta)
     return sel.to_numpy(out)
+
+
+def still_there(engine: TaskEngine, chunks: ChunkIO) -> None:
+    """Raise unless ``chunks``' dataset still exists as the same incarnation; collective.
+
+    Called after an operation read chunks (some of which may have read as
+    missing because the dataset was being deleted): what it read was the
+    dataset's data only if the dataset is still there afterwards.
+    """
+
+    def check() -> None:
+        current_meta(chunks.backend, chunks.meta)
+
+    engine.collective(check)
 
 
 def write(engine: TaskEngine, chunks: ChunkIO, key: Any, value: Any) -> None:
@@ -153,6 +138,7 @@ def transform(
     name = source.meta.name
     what = f"apply {name}" if target is source else f"map {name} -> {target.meta.name}"
     engine.run_collective(task, track(_all_chunks(source.meta), what, engine.is_root))
+    still_there(engine, source)
 
 
 def stored_chunks(engine: TaskEngine, chunks: ChunkIO) -> list[ChunkIndex]:
@@ -169,6 +155,7 @@ def copy_stored(engine: TaskEngine, source: ChunkIO, target: ChunkIO) -> None:
     what = f"clone {source.meta.name} -> {target.meta.name}"
     todo = track(stored_chunks(engine, source), what, engine.is_root)
     engine.run_collective(partial(source.copy_to, target), todo, _threads(source.backend))
+    still_there(engine, source)
 
 
 def clear(engine: TaskEngine, chunks: ChunkIO) -> None:
@@ -196,9 +183,13 @@ def create(
 ) -> ChunkIO:
     """Create dataset ``meta``; ``fill(chunks)`` writes its first content. Collective.
 
-    The chunks go in first and the metadata last: a dataset appears only with
-    all its chunks, and a fill that fails (or a store that goes away) leaves
-    no metadata claiming data that was never written, and removes the chunks.
+    The dataset gets a fresh uid, and its chunks go to the private area that
+    uid names; the metadata is committed last, with a create-exclusive write.
+    A dataset thus appears only with all its chunks; a fill that fails, a
+    store that goes away or a creation that loses a race with another
+    process for the name removes its own chunks and nothing else; a process
+    killed before the commit leaves chunks nobody reads (``dosna fsck``
+    removes them).
 
     Raises
     ------
@@ -206,25 +197,47 @@ def create(
         If a dataset of that name exists (checked before anything is written,
         and again when the metadata is committed).
     """
+    if meta.format >= 2 and meta.uid is None:
+        meta = replace(meta, uid=engine.collective(new_uid))
     backend.check_meta(meta)
     chunks = ChunkIO(backend, meta)
 
     def prepare() -> None:
         if backend.read_meta(meta.name) is not None:
             raise DatasetExistsError(f"dataset {meta.name!r} already exists in {backend.location}")
-        # chunks of an earlier creation that failed before its metadata was written
-        backend.purge_uncommitted(meta)
+        backend.prepare_create(meta)
 
     engine.collective(prepare)
-    if fill is not None:
-        try:
+    try:
+        if fill is not None:
             fill(chunks)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                engine.run_collective(chunks.delete, _all_chunks(meta), _threads(backend))
-            raise
-    engine.collective(lambda: backend.create_meta(meta.name, meta.to_json()))
+        engine.collective(lambda: backend.create_meta(meta.name, meta.to_json()))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            engine.collective(lambda: _roll_back(backend, meta))
+        raise
     return chunks
+
+
+def _roll_back(backend: ChunkBackend, meta: DatasetMeta) -> None:
+    """Remove the chunks of a creation that failed, unless its metadata did get committed.
+
+    A commit that reported a failure (a timeout) may still have happened;
+    the chunks of a dataset whose metadata names this creation's uid stay.
+    """
+    raw = backend.read_meta(meta.name)
+    if raw is not None:
+        if meta.uid is None:
+            return  # an older layout shares one area: another dataset's chunks would go too
+        with contextlib.suppress(MetadataCorruptError):
+            if parse_meta(backend, meta.name, raw).uid == meta.uid:
+                return
+    backend.purge_uncommitted(meta)
+
+
+def new_uid() -> str:
+    """A fresh dataset uid: 32 random hex digits."""
+    return secrets.token_hex(16)
 
 
 def derived_meta(source: DatasetMeta, name: str, dtype: Any, attrs: dict[str, Any]) -> DatasetMeta:

@@ -71,6 +71,10 @@ class ChunkIO:
     def __init__(self, backend: ChunkBackend, meta: DatasetMeta) -> None:
         self.backend = backend
         self.meta = meta
+        #: Whether a read in this process found a chunk missing (and gave the
+        #: fill value): the caller then checks that the dataset is still there
+        #: (:func:`dosna.io.identity.current_meta`), as a delete also removes chunks.
+        self.missing_seen = False
 
     def __repr__(self) -> str:
         return f"<ChunkIO {self.meta.name!r} on {self.backend!r}>"
@@ -86,7 +90,8 @@ class ChunkIO:
         return stored[tuple(slice(0, n) for n in shape)]
 
     def fill(self, idx: ChunkIndex) -> np.ndarray:
-        """A chunk of the fill value (valid shape)."""
+        """A chunk of the fill value (valid shape), for a chunk that was read as missing."""
+        self.missing_seen = True
         return np.full(self.meta.chunk_shape(idx), self.meta.fillvalue, self.meta.dtype)
 
     def read_whole(self, idx: ChunkIndex) -> np.ndarray:
@@ -104,6 +109,7 @@ class ChunkIO:
         idx, chunk_sel, out_sel = part
         data = self.backend.read_chunk_part(self.meta, idx, chunk_sel)
         if data is None:  # broadcast over the output selection
+            self.missing_seen = True
             data = np.asarray(self.meta.fillvalue, self.meta.dtype)
         return out_sel, data
 
@@ -116,9 +122,12 @@ class ChunkIO:
             shape = meta.chunk_shape(idx)
             if shape == meta.stored_shape(idx) and covers_chunk(chunk_sel, shape):
                 if not self.backend.read_chunk_into(meta, idx, target.reshape(shape)):
+                    self.missing_seen = True
                     target[...] = meta.fillvalue
                 return
         data = self.backend.read_chunk_part(meta, idx, chunk_sel)
+        if data is None:
+            self.missing_seen = True
         out[out_sel] = meta.fillvalue if data is None else data
 
     def read_region(self, region: tuple[slice, ...]) -> np.ndarray:
