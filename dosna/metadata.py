@@ -23,6 +23,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_NAME_LENGTH",
     "MAX_NDIM",
+    "chunk_area",
     "DatasetMeta",
     "auto_chunk_size",
     "normalize_shape",
@@ -425,3 +426,14 @@ def check_attrs(attrs: Mapping[str, Any]) -> None:
         json.dumps(dict(attrs), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"attributes must be JSON values (no NaN/inf): {exc}") from exc
+
+
+def chunk_area(meta: DatasetMeta) -> str:
+    """Where ``meta``'s chunks live inside the store: ``"name/uid"``, or ``"name"`` without a uid.
+
+    Every incarnation of a name has its own area, so chunks written for a
+    dataset that was deleted, re-created or never committed are never read
+    as another incarnation's. Datasets written before uids existed keep
+    their chunks directly under the name.
+    """
+    return meta.name if meta.uid is None else f"{meta.name}/{meta.uid}"

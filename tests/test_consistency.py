@@ -189,16 +189,13 @@ def test_two_processes_creating_one_name_one_fails_and_leaves_the_winner_untouch
 def test_two_threads_creating_one_name_on_ram():
     with dn.connection("race-ram", backend="ram") as con:
         meeting = threading.Barrier(2, timeout=30)
-        store = con.backend.store
-        counts: dict[str, int] = {}
+        create_meta = con.backend.create_meta
 
-        def meeting_store(meta, idx, data):
-            store(meta, idx, data)
-            counts[meta.uid] = counts.get(meta.uid, 0) + 1
-            if counts[meta.uid] == 8:
-                meeting.wait()
+        def meeting_create_meta(dataset, data):
+            meeting.wait()  # both have written all their chunks; neither has committed
+            create_meta(dataset, data)
 
-        con.backend.store = meeting_store  # type: ignore[method-assign]
+        con.backend.create_meta = meeting_create_meta  # type: ignore[method-assign]
         outcomes: list[object] = [None, None]
 
         def create(me: int) -> None:

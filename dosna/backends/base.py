@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DatasetNotFoundError as DatasetNotFoundError
 from ..errors import StoreUnavailableError
 from ..indexing import ChunkSel, read_selection
-from ..metadata import DatasetMeta
+from ..metadata import DatasetMeta, chunk_area
 
 __all__ = ["Backend", "IOHints", "Leftover", "chunk_area", "chunk_key", "parse_chunk_key"]
 
@@ -111,17 +111,6 @@ class Leftover:
 def chunk_key(idx: tuple[int, ...]) -> str:
     """The name of chunk ``idx`` inside its dataset: ``"3.0.12"`` (``"0"`` for 0-d)."""
     return ".".join(map(str, idx)) if idx else "0"
-
-
-def chunk_area(meta: DatasetMeta) -> str:
-    """Where ``meta``'s chunks live inside the store: ``"name/uid"``, or ``"name"`` without a uid.
-
-    Every incarnation of a name has its own area, so chunks written for a
-    dataset that was deleted, re-created or never committed are never read
-    as another incarnation's. Datasets written before uids existed keep
-    their chunks directly under the name.
-    """
-    return meta.name if meta.uid is None else f"{meta.name}/{meta.uid}"
 
 
 _CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]*")

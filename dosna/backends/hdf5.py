@@ -420,7 +420,6 @@ class Hdf5Backend(Backend):
         """A descriptor of the directory ``area`` (a dataset, or ``"dataset/uid"``); None if it does
         not exist (and ``create`` is false). No component is followed through a link."""
         dataset = area.split("/", 1)[0]
-        path = os.path.join(self.root, *area.split("/"))
         try:
             parent = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -428,8 +427,10 @@ class Hdf5Backend(Backend):
                 return None
             os.makedirs(self.root, exist_ok=True)  # the connection's directory went away: make it again
             parent = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        here = self.root
         try:
             for name in area.split("/"):
+                here = os.path.join(here, name)
                 try:
                     fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
                 except FileNotFoundError:
@@ -443,7 +444,7 @@ class Hdf5Backend(Backend):
                 parent = fd
         except OSError as exc:
             os.close(parent)
-            raise self._bad_dir(dataset, path, exc) from None
+            raise self._bad_dir(dataset, here, exc) from None
         return parent
 
     @staticmethod

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..indexing import ChunkPart, ChunkSel, covers_chunk, plan, write_selection
-from ..metadata import DatasetMeta
+from ..metadata import DatasetMeta, chunk_area
 from .interfaces import ChunkBackend
 
 __all__ = ["DIRECT_READ_BYTES", "ChunkIO", "chunk_lock"]
@@ -80,7 +80,7 @@ class ChunkIO:
         return f"<ChunkIO {self.meta.name!r} on {self.backend!r}>"
 
     def _lock(self, idx: ChunkIndex) -> threading.Lock:
-        return chunk_lock(self.backend.location, self.meta.name, idx)
+        return chunk_lock(self.backend.location, chunk_area(self.meta), idx)
 
     # -- reading ---------------------------------------------------------------------
     def _valid(self, idx: ChunkIndex, stored: np.ndarray) -> np.ndarray:
