@@ -37,7 +37,11 @@ def test_round_trip_dosna_zarr_hdf5_dosna_keeps_everything(tmp_path, dtype):
     fill = {"f": np.nan, "c": 0, "b": False}.get(np.dtype(dtype).kind, 7)
     con = hdf5_store(tmp_path)
     ds = con.create_dataset(
-        "vol", data=data, chunks=(16, 8, 9), fillvalue=fill, attrs={"units": "K", "n": [1, 2]},
+        "vol",
+        data=data,
+        chunks=(16, 8, 9),
+        fillvalue=fill,
+        attrs={"units": "K", "n": [1, 2]},
         compression="zstd",
     )
     ds.dims = ("z", "y", "x")
@@ -50,7 +54,10 @@ def test_round_trip_dosna_zarr_hdf5_dosna_keeps_everything(tmp_path, dtype):
     assert z.dtype == data.dtype and z.chunks == (16, 8, 9)
     assert tuple(z.metadata.dimension_names) == ("z", "y", "x")
     assert z.attrs.asdict() == {"units": "K", "n": [1, 2]}
-    assert [type(c).__name__ for c in z.compressors] == ["BloscCodec", "Crc32cCodec"]  # zstd + shuffle, checked
+    assert [type(c).__name__ for c in z.compressors] == [
+        "BloscCodec",
+        "Crc32cCodec",
+    ]  # zstd + shuffle, checked
     np.testing.assert_array_equal(z[...], data)
 
     dn.copy(zpath, f"{h5path}::/group/vol", progress=False)
@@ -159,7 +166,11 @@ def test_peak_memory_is_a_few_chunks(tmp_path):
     chunk_bytes = 32**3 * 4
     zpath = os.path.join(str(tmp_path), "big.zarr")
     h5path = os.path.join(str(tmp_path), "big.h5")
-    for src, dst in ((ds, zpath), (zpath, f"{h5path}::/big"), (f"{h5path}::/big", f"{con.backend.root}::back")):
+    for src, dst in (
+        (ds, zpath),
+        (zpath, f"{h5path}::/big"),
+        (f"{h5path}::/big", f"{con.backend.root}::back"),
+    ):
         tracemalloc.start()
         try:
             dn.copy(src, dst, threads=2, progress=False)
@@ -214,7 +225,9 @@ def test_cli_copy(tmp_path, capsys):
     os.mkdir(other)
     proc = subprocess.run(
         [sys.executable, "-m", "dosna", "copy", zpath, other, "--compression", "zstd", "--engine", "joblib"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"to {other}" in proc.stdout

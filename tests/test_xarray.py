@@ -160,7 +160,12 @@ def test_dims_are_persisted_in_attributes_as_json(tmp_path):
     assert hdf5_store(tmp_path)["d"].dims == ("y", "x")
     assert ds.attrs["_ARRAY_DIMENSIONS"] == ["y", "x"]
     assert ds.clone("c").dims == ("y", "x")
-    for bad, error in ((("y",), ValueError), (("y", "y"), ValueError), ((1, 2), TypeError), (("", "x"), TypeError)):
+    for bad, error in (
+        (("y",), ValueError),
+        (("y", "y"), ValueError),
+        ((1, 2), TypeError),
+        (("", "x"), TypeError),
+    ):
         with pytest.raises(error):
             ds.dims = bad
     assert ds.dims == ("y", "x")

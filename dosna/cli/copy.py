@@ -23,7 +23,9 @@ def _engine(args: argparse.Namespace) -> Engine | None:
 def _copy(args: argparse.Namespace) -> int:
     engine = _engine(args)
     chunks = parse_ints(args.chunks) if args.chunks else None
-    compression = False if args.compression is None else (None if args.compression == "none" else args.compression)
+    compression = (
+        False if args.compression is None else (None if args.compression == "none" else args.compression)
+    )
     target = copy(
         args.src,
         args.dst,
@@ -54,18 +56,26 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("src", help="what to copy, e.g. /data/store::volume or run.h5::/entry/data")
-    parser.add_argument("dst", help="where to, e.g. volume.zarr (a dosna store without ::NAME keeps the name)")
+    parser.add_argument(
+        "dst", help="where to, e.g. volume.zarr (a dosna store without ::NAME keeps the name)"
+    )
     parser.add_argument("--chunks", help="target chunk shape, e.g. 64,64,64 (default: the source's)")
     parser.add_argument(
         "--compression", help="target compression: none, zstd, lz4, blosc, gzip (default: the source's)"
     )
     parser.add_argument("--compression-opts", type=int, help="compression level")
     check = parser.add_mutually_exclusive_group()
-    check.add_argument("--checksum", dest="checksum", action="store_true", default=None, help="checksum chunks")
+    check.add_argument(
+        "--checksum", dest="checksum", action="store_true", default=None, help="checksum chunks"
+    )
     check.add_argument("--no-checksum", dest="checksum", action="store_false", help="no chunk checksums")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing target")
-    parser.add_argument("--threads", type=int, help="concurrent chunk copies per process (default: 4 or more)")
+    parser.add_argument(
+        "--threads", type=int, help="concurrent chunk copies per process (default: 4 or more)"
+    )
     parser.add_argument("--engine", help="cpu, joblib, mpi (default: the dosna store's; mpi: under mpiexec)")
-    parser.add_argument("--engine-options", default="", metavar="K=V,...", help="engine options, e.g. njobs=4")
+    parser.add_argument(
+        "--engine-options", default="", metavar="K=V,...", help="engine options, e.g. njobs=4"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     parser.set_defaults(handler=_copy)

@@ -113,7 +113,9 @@ def copy(
                 "copy into it from one process (engine cpu or joblib)"
             )
         if run_on.collective(lambda: bool(target.exists())) and not overwrite:
-            raise DatasetExistsError(f"{target.description} exists: pass overwrite=True (--overwrite) to replace it")
+            raise DatasetExistsError(
+                f"{target.description} exists: pass overwrite=True (--overwrite) to replace it"
+            )
         workers = threads if threads is not None else _threads(source, target)
         if not target.parallel:
             workers = 1

@@ -29,7 +29,9 @@ def _dask_array() -> Any:
     try:
         import dask.array as da
     except ImportError as exc:
-        raise BackendUnavailableError("this needs dask: pip install 'dosna[xarray]' (or 'dask[array]')") from exc
+        raise BackendUnavailableError(
+            "this needs dask: pip install 'dosna[xarray]' (or 'dask[array]')"
+        ) from exc
     return da
 
 
@@ -93,7 +95,9 @@ def store(x: Any, ds: Dataset, *, compute: bool = True, **kwargs: Any) -> Any:
     da = _dask_array()
     x = da.asarray(x)
     if tuple(x.shape) != ds.shape:
-        raise ValueError(f"cannot store an array of shape {tuple(x.shape)} into a dataset of shape {ds.shape}")
+        raise ValueError(
+            f"cannot store an array of shape {tuple(x.shape)} into a dataset of shape {ds.shape}"
+        )
     if not aligned_chunks(x.chunks, ds.chunk_size):
         x = x.rechunk(ds.chunk_size)
     kwargs.setdefault("lock", False)

@@ -507,7 +507,14 @@ def _codec_to_zarr(codec: CodecSpec | None, dtype: np.dtype) -> list[Any]:
 
 
 _H5_PLUGINS = {"32015": "zstd", "32004": "lz4", "32001": "blosc"}
-_H5_RESERVED_ATTRS = ("DIMENSION_LIST", "DIMENSION_LABELS", "REFERENCE_LIST", "CLASS", "NAME", "_Netcdf4Dimid")
+_H5_RESERVED_ATTRS = (
+    "DIMENSION_LIST",
+    "DIMENSION_LABELS",
+    "REFERENCE_LIST",
+    "CLASS",
+    "NAME",
+    "_Netcdf4Dimid",
+)
 
 
 def _codec_from_h5(ds: Any) -> CodecSpec | None:
@@ -522,7 +529,9 @@ def _codec_from_h5(ds: Any) -> CodecSpec | None:
                 compression = name
                 break
     try:
-        return CodecSpec.create(compression, level, bool(ds.shuffle) if compression else None, bool(ds.fletcher32))
+        return CodecSpec.create(
+            compression, level, bool(ds.shuffle) if compression else None, bool(ds.fletcher32)
+        )
     except (ValueError, TypeError, BackendUnavailableError):
         return None
 
@@ -610,8 +619,5 @@ def _only_dataset(f: Any, location: str) -> Any:
     found: list[str] = []
     f.visititems(lambda name, obj: found.append(name) if hasattr(obj, "shape") else None)
     if len(found) != 1:
-        raise ValueError(
-            f"{location!r} holds {len(found)} datasets; name one: {location}::/path/in/file"
-        )
+        raise ValueError(f"{location!r} holds {len(found)} datasets; name one: {location}::/path/in/file")
     return f[found[0]]
-

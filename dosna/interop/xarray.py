@@ -70,7 +70,9 @@ class DosnaBackendArray(BackendArray):
         return np.asarray(self.ds[key])
 
 
-def _resolve(target: Any, storage_options: Mapping[str, Any] | None) -> tuple[Connection, list[str] | None, bool]:
+def _resolve(
+    target: Any, storage_options: Mapping[str, Any] | None
+) -> tuple[Connection, list[str] | None, bool]:
     """(connection, dataset names or None for all, whether to disconnect it) for what was opened."""
     if isinstance(target, Dataset):
         return target.connection, [target.name], False
@@ -358,4 +360,3 @@ class DosnaAccessor:
     def to_dosna(self, store: Any, **kwargs: Any) -> None:
         """Write the object into ``store``; see :func:`dosna.interop.xarray.to_dosna`."""
         to_dosna(self._obj, store, **kwargs)
-
