@@ -205,8 +205,9 @@ def test_bad_endpoints_are_refused_before_anything_is_written(tmp_path):
         dn.copy(f"{store}::missing", os.path.join(str(tmp_path), "o.zarr"))
     with pytest.raises(DatasetNotFoundError):
         dn.copy(os.path.join(str(tmp_path), "none.zarr"), con, name="z")
-    with pytest.raises(dn.InvalidNameError):
-        dn.copy(f"{store}::a", f"{store}::../evil")
+    for bad in ("../evil", "models.m.v1"):  # unsafe, and the model store's namespace
+        with pytest.raises(dn.InvalidNameError):
+            dn.copy(f"{store}::a", f"{store}::{bad}")
     assert sorted(os.listdir(tmp_path)) == ["store"] and con.datasets() == ["a"]
 
 

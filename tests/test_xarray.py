@@ -125,8 +125,9 @@ def test_to_dosna_refuses_before_writing(tmp_path):
         to_dosna(xr.DataArray(np.ones(3)), store)
     with pytest.raises(TypeError, match="not supported"):
         to_dosna(xr.Dataset({"s": ("n", np.array(["a", "b"]))}), store)
-    with pytest.raises(dn.InvalidNameError):
-        to_dosna(xr.Dataset({"a/b": ("n", np.ones(2))}), store)
+    for bad in ("a/b", "models.m.v1"):
+        with pytest.raises(dn.InvalidNameError):
+            to_dosna(xr.Dataset({"ok": ("n", np.ones(2)), bad: ("n", np.ones(2))}), store)
     assert con.datasets() == ["temp"]
     to_dosna(weather(), store, overwrite=True, chunks={"time": 3})
     assert con["temp"].chunks == (3, 5, 4)

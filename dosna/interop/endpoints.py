@@ -36,6 +36,7 @@ from ..io.chunks import ChunkIO
 from ..io.codecs import CodecSpec
 from ..io.interfaces import TaskEngine
 from ..metadata import DatasetMeta, auto_chunk_size, validate_name
+from ..namespaces import check_user_name
 from .dims import DIMS_ATTR, dims_from_attrs, without_dims
 from .stores import open_store
 
@@ -293,6 +294,7 @@ class DosnaTarget(Target):
     def __init__(self, con: Any, name: str, owned: bool) -> None:
         self.con = con
         self.name = validate_name(name)
+        check_user_name(self.name)
         self.owned = owned
         self.threads = con.backend.hints.threads
         self.description = f"{con.backend.location}::{name}"

@@ -27,6 +27,7 @@ from ..dataset import Dataset
 from ..errors import DatasetExistsError
 from ..io.codecs import CodecSpec
 from ..metadata import DatasetMeta, auto_chunk_size, validate_name
+from ..namespaces import check_user_name
 from .copy import copy
 from .dims import dims_from_attrs, without_dims
 from .endpoints import ArrayInfo, Source, _json_value
@@ -330,7 +331,7 @@ def to_dosna(
     for name, var in variables.items():
         if not isinstance(name, str):
             raise TypeError(f"variable names must be str to become dosna dataset names, got {name!r}")
-        validate_name(name)
+        check_user_name(validate_name(name))
         info = _variable_info(var, chunks, codec)
         DatasetMeta.create(name, info.shape, info.dtype, info.fillvalue, info.chunks, info.dosna_attrs())
         plans.append((name, var, info))
