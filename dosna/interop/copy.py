@@ -86,7 +86,9 @@ def copy(
         Concurrent chunk tasks per process; default what the dosna end's
         backend serves best, at least 4.
     progress : bool, default True
-        Show a progress bar (with tqdm installed; only on the MPI root).
+        Show a progress bar of chunks, on the MPI root only, where
+        :func:`dosna.set_progress` allows it (in a terminal by default); with
+        tqdm installed.
 
     Returns
     -------
