@@ -18,9 +18,8 @@ operation fails (one line on stderr: ``dosna <command>: error: <message>``; add
 (argparse's message), 130 when interrupted.
 
 One module a command group: :mod:`~dosna.cli.train`, :mod:`~dosna.cli.models`,
-:mod:`~dosna.cli.inspect` (ls, info, show), :mod:`~dosna.cli.bench` and
-:mod:`~dosna.cli.fsck`, with
-:mod:`~dosna.cli.inspect` (ls, info, show), :mod:`~dosna.cli.bench` and :mod:`~dosna.cli.copy`, with
+:mod:`~dosna.cli.inspect` (ls, info, show), :mod:`~dosna.cli.bench`,
+:mod:`~dosna.cli.fsck` and :mod:`~dosna.cli.copy`, with
 what they share in :mod:`~dosna.cli.common`. They parse arguments, call the
 library and print; the library never imports them.
 """
