@@ -33,6 +33,7 @@ from .errors import (
     UnknownBackendError,
     UnknownEngineError,
 )
+from .interop.copy import copy
 from .metadata import auto_chunk_size
 from .progress import set_progress
 from .registry import available, register_backend, register_engine, use
@@ -71,6 +72,7 @@ __all__ = [
     "backends",
     "compatible",
     "connection",
+    "copy",
     "open",
     "engines",
     "register_backend",

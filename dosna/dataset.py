@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .indexing import plan, prepare_values, read_selection
+from .interop.dims import DIMS_ATTR, check_dims, dims_from_attrs
 from .io import arrays
 from .io.chunks import ChunkIO
 from .metadata import DatasetMeta
@@ -173,6 +174,43 @@ class Dataset:
     def attrs(self) -> Attributes:
         """User attributes (JSON values), stored with the dataset."""
         return Attributes(self)
+
+    @property
+    def dims(self) -> tuple[str, ...] | None:
+        """Names of the axes, e.g. ``("time", "y", "x")``, or None if none were given.
+
+        Stored as the attribute ``_ARRAY_DIMENSIONS`` (a JSON list, the name
+        xarray gives it in zarr stores), so it is kept wherever attributes are
+        (clone, map, resize, copy). Assign a sequence of ``ndim`` distinct
+        strings to set it, None to remove it.
+        """
+        return dims_from_attrs(self._fresh_meta().attrs, self.ndim)
+
+    @dims.setter
+    def dims(self, names: Any) -> None:
+        attrs = self.attrs
+        if names is None:
+            if DIMS_ATTR in attrs:
+                del attrs[DIMS_ATTR]
+            return
+        attrs[DIMS_ATTR] = list(check_dims(names, self.ndim))
+
+    def to_dask(self, chunks: Any = None) -> Any:
+        """A dask array reading this dataset lazily, one dask block per chunk by default.
+
+        Parameters
+        ----------
+        chunks : optional
+            Dask chunks; default the dataset's chunk shape. Blocks that are
+            multiples of it keep every read chunk-aligned.
+
+        Returns
+        -------
+        dask.array.Array
+        """
+        from .interop.dask import to_dask
+
+        return to_dask(self, chunks)
 
     @property
     def backend(self) -> Backend:

@@ -7,6 +7,7 @@
     dosna models  list|show|load|delete ... --backend hdf5 --connection DIR
     dosna bench   --shape 512,512,512 --chunks 32,64,128 --pattern full-read --backend hdf5 --connection DIR
     dosna fsck    DIR [--repair] [--min-age SECONDS] [--chunks]
+    dosna copy    DIR::volume volume.zarr          (dosna stores, zarr, HDF5 files: LOCATION::PATH)
 
 Every command takes the store as its first argument (a directory or a URL such as
 ``s3://bucket/run1``) or as ``--backend`` and ``--connection``, and
@@ -17,8 +18,8 @@ operation fails (one line on stderr: ``dosna <command>: error: <message>``; add
 (argparse's message), 130 when interrupted.
 
 One module a command group: :mod:`~dosna.cli.train`, :mod:`~dosna.cli.models`,
-:mod:`~dosna.cli.inspect` (ls, info, show), :mod:`~dosna.cli.bench` and
-:mod:`~dosna.cli.fsck`, with
+:mod:`~dosna.cli.inspect` (ls, info, show), :mod:`~dosna.cli.bench`,
+:mod:`~dosna.cli.fsck` and :mod:`~dosna.cli.copy`, with
 what they share in :mod:`~dosna.cli.common`. They parse arguments, call the
 library and print; the library never imports them.
 """
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .. import __version__
-from . import bench, fsck, inspect, models, train
+from . import bench, copy, fsck, inspect, models, train
 from .common import run_handler
 
 __all__ = ["build_parser", "main"]
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_commands(sub)
     bench.add_command(sub)
     fsck.add_command(sub)
+    copy.add_command(sub)
     for command in sub.choices.values():
         _add_debug(command)
     return parser
