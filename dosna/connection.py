@@ -13,6 +13,7 @@ from .backends.base import Backend
 from .dataset import Dataset
 from .engines.base import Engine
 from .errors import ConnectionClosedError, DatasetNotFoundError
+from .indexing import as_numpy
 from .io import arrays
 from .io.codecs import CodecSpec
 from .metadata import DatasetMeta, normalize_shape, validate_name
@@ -188,13 +189,13 @@ class Connection:
             What unwritten elements read as (default 0). ``fill_value=`` is
             accepted too (the zarr spelling).
         data : array-like, optional
-            Initial content (NumPy array, h5py dataset, another dosna dataset...),
-            loaded chunk by chunk.
+            Initial content (NumPy array, h5py dataset, another dosna dataset,
+            CPU torch tensor...), loaded chunk by chunk.
         chunk_size : int, tuple of int or None
             Chunk shape; an int applies to every axis; None picks ~1 MiB chunks.
             ``chunks=`` is accepted too (the h5py/zarr spelling).
         attrs : dict, optional
-            Initial user attributes (JSON values).
+            Initial user attributes (JSON values; NumPy scalars and small arrays are converted).
         compression : {None, "zstd", "lz4", "blosc", "gzip"}, default None
             Compress every chunk (needs ``pip install 'dosna[codecs]'``). On the
             hdf5 backend each chunk file stays an HDF5 file with the matching
@@ -226,6 +227,7 @@ class Connection:
         chunk_size = _alias("chunk_size", chunk_size, "chunks", chunks)
         fillvalue = _alias("fillvalue", fillvalue, "fill_value", fill_value)
         if data is not None:
+            data = as_numpy(data)  # CPU torch tensors, without a copy
             if not hasattr(data, "shape") or not hasattr(data, "dtype"):
                 data = np.asarray(data)
             if shape is not None and normalize_shape(shape) != tuple(data.shape):

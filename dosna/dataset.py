@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .indexing import plan, prepare_values, read_selection
+from .indexing import as_numpy, plan, prepare_values, read_selection
 from .interop.dims import DIMS_ATTR, check_dims, dims_from_attrs
 from .io import arrays
 from .io.chunks import ChunkIO
-from .metadata import DatasetMeta
+from .metadata import DatasetMeta, validate_dtype
 from .modes import refuses_read_only
 from .namespaces import check_user_name
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .connection import Connection
     from .engines.base import Engine
 
-__all__ = ["Attributes", "DataChunk", "Dataset"]
+__all__ = ["AsType", "Attributes", "DataChunk", "Dataset", "Indexer"]
 
 
 class Attributes(MutableMapping):
@@ -261,13 +261,55 @@ class Dataset:
         )
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        _refuse_no_copy(copy, "a dosna dataset")
         out = self[...]
         return out if dtype is None else out.astype(dtype, copy=False)
 
     # -- slicing ---------------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
-        """Read a selection; NumPy basic indexing plus one integer/boolean array axis."""
+        """Read a selection with NumPy's indexing: basic, integer arrays and boolean masks."""
         return arrays.read(self.engine, self._io(), key)
+
+    @property
+    def oindex(self) -> Indexer:
+        """Orthogonal indexing, as zarr's ``oindex``: each 1-D array selects on its own axis.
+
+        ``ds.oindex[[0, 2], :, [1, 3]]`` has shape ``(2, ds.shape[1], 2)``;
+        ints, slices, Ellipsis and ``np.newaxis`` work as usual. Get and set.
+        """
+        return Indexer(self, "outer")
+
+    @property
+    def vindex(self) -> Indexer:
+        """Vectorised (pointwise) indexing, as zarr's ``vindex``.
+
+        Integer arrays (and boolean masks, as their ``nonzero()``) broadcast
+        together and select points; the broadcast axes come first, then the
+        axes of any slices. ``ds.vindex[[0, 2], [1, 3]]`` reads two elements.
+        Get and set.
+        """
+        return Indexer(self, "vectorized")
+
+    def astype(self, dtype: Any) -> AsType:
+        """A read-only view that converts what it reads to ``dtype``, as h5py's ``astype``.
+
+        ``ds.astype("f4")[0:10]`` reads ten rows as float32 (NumPy's casting).
+        """
+        return AsType(self, dtype)
+
+    def iter_chunks(self, sel: Any = None) -> Iterator[tuple[slice, ...]]:
+        """The slices of every chunk, in C order, as h5py's ``iter_chunks``.
+
+        With ``sel`` (a slice or tuple of unit-step slices), only the chunks it
+        touches, each cut to ``sel``. ``for s in ds.iter_chunks(): ds[s]``
+        reads the dataset one chunk at a time.
+        """
+        region = _region(sel, self.shape)
+        ranges = []
+        for r, c in zip(region, self.chunk_size):
+            edges = range(r.start - r.start % c, r.stop, c) if r.stop > r.start else range(0)
+            ranges.append([slice(max(e, r.start), min(e + c, r.stop)) for e in edges])
+        yield from itertools.product(*ranges)
 
     get_data = __getitem__
 
@@ -314,11 +356,12 @@ class Dataset:
         """Fill the dataset from ``src`` chunk by chunk.
 
         ``src`` is anything with this dataset's shape that supports slicing with
-        a tuple of slices (NumPy array, h5py dataset, dosna dataset, memmap...).
-        Only a few chunks of ``src`` are in memory at a time, so ``src`` may be
-        far larger than memory. With the mpi engine every rank must call it.
+        a tuple of slices (NumPy array, h5py dataset, dosna dataset, memmap,
+        CPU torch tensor...). Only a few chunks of ``src`` are in memory at a
+        time, so ``src`` may be far larger than memory. With the mpi engine
+        every rank must call it.
         """
-        arrays.load(self.engine, self._io(), src)
+        arrays.load(self.engine, self._io(), as_numpy(src))
 
     @refuses_read_only("resize a dataset")
     def resize(self, shape: Any) -> None:
@@ -524,8 +567,79 @@ class DataChunk:
         self.set_data(values, slices)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        _refuse_no_copy(copy, "a dosna chunk")
         out = self.get_data()
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
         return f"<dosna.DataChunk {self.idx} of {self.dataset.name!r} shape={self.shape}>"
+
+
+class Indexer:
+    """``ds.oindex`` / ``ds.vindex``: get and set with orthogonal or vectorised index arrays."""
+
+    def __init__(self, dataset: Dataset, mode: str) -> None:
+        self.dataset = dataset
+        self.mode = mode
+
+    def __getitem__(self, key: Any) -> Any:
+        ds = self.dataset
+        return arrays.read(ds.engine, ds._io(), key, self.mode)
+
+    @refuses_read_only("write to a dataset")
+    def __setitem__(self, key: Any, value: Any) -> None:
+        ds = self.dataset
+        arrays.write(ds.engine, ds._io(), key, value, self.mode)
+
+
+class AsType:
+    """A read-only view of a dataset whose reads are converted to another dtype (see :meth:`Dataset.astype`)."""
+
+    def __init__(self, dataset: Dataset, dtype: Any) -> None:
+        self.dataset = dataset
+        self.dtype = validate_dtype(dtype)
+
+    shape = property(lambda self: self.dataset.shape)
+    ndim = property(lambda self: self.dataset.ndim)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> Any:
+        out = self.dataset[key]
+        if isinstance(out, np.ndarray):
+            return out.astype(self.dtype, copy=False)
+        return np.asarray(out).astype(self.dtype)[()]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        _refuse_no_copy(copy, "a dosna astype view")
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"<dosna.AsType {self.dataset.name!r} as {self.dtype}>"
+
+
+def _refuse_no_copy(copy: bool | None, what: str) -> None:
+    # NumPy 2: __array__(copy=False) must raise when the result cannot be a view
+    if copy is False:
+        raise ValueError(
+            f"{what} is read from its chunks, so np.asarray(..., copy=False) cannot avoid a copy"
+        )
+
+
+def _region(sel: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``sel`` (None, a slice or a tuple of slices) as unit-step slices with bounds."""
+    if sel is None:
+        sel = ()
+    if not isinstance(sel, tuple):
+        sel = (sel,)
+    if len(sel) > len(shape) or not all(isinstance(s, slice) for s in sel):
+        raise TypeError(f"iter_chunks takes a slice or a tuple of at most {len(shape)} slices, got {sel!r}")
+    out = []
+    for s, n in zip(sel + (slice(None),) * (len(shape) - len(sel)), shape):
+        start, stop, step = s.indices(n)
+        if step != 1:
+            raise ValueError(f"iter_chunks needs slices with step 1, got {s!r}")
+        out.append(slice(start, max(start, stop)))
+    return tuple(out)

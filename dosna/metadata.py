@@ -294,8 +294,7 @@ class DatasetMeta:
         check_nbytes(shape_t, dt, "shape")
         chunks = _validate_chunk_size(chunk_size, shape_t, dt)
         fill = _cast_fillvalue(fillvalue, dt)
-        attrs_d = dict(attrs or {})
-        check_attrs(attrs_d)
+        attrs_d = json_attrs(attrs or {})
         return cls(name, shape_t, dt, chunks, fill, attrs_d, CodecSpec.create() if codec is None else codec)
 
     # -- derived geometry ------------------------------------------------------
@@ -345,8 +344,7 @@ class DatasetMeta:
         return t
 
     def with_attrs(self, attrs: Mapping[str, Any]) -> DatasetMeta:
-        check_attrs(attrs)
-        return replace(self, attrs=dict(attrs))
+        return replace(self, attrs=json_attrs(attrs))
 
     def with_shape(self, shape: Any) -> DatasetMeta:
         """The same dataset with another shape (same number of axes)."""
@@ -437,3 +435,38 @@ def chunk_area(meta: DatasetMeta) -> str:
     their chunks directly under the name.
     """
     return meta.name if meta.uid is None else f"{meta.name}/{meta.uid}"
+
+
+#: NumPy arrays with at most this many elements are stored in attributes as (nested) lists.
+MAX_ATTR_ARRAY_SIZE = 4096
+
+
+def _to_json_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        if value.size > MAX_ATTR_ARRAY_SIZE:
+            raise TypeError(
+                f"attribute arrays may hold at most {MAX_ATTR_ARRAY_SIZE} elements (got {value.size}); "
+                "store larger arrays as a dataset"
+            )
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"attribute arrays must be bool, integer or float, not {value.dtype}")
+        return value.tolist()
+    if isinstance(value, np.generic):
+        if value.dtype.kind not in "biufU":
+            raise TypeError(f"NumPy {value.dtype} values cannot be stored as JSON attributes")
+        return value.item()
+    if isinstance(value, Mapping):
+        return {k: _to_json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json_value(v) for v in value]
+    return value
+
+
+def json_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """``attrs`` as a dict of JSON values: NumPy scalars become Python numbers and small
+    arrays nested lists; raise TypeError for anything else that is not JSON (or NaN/inf)."""
+    if not isinstance(attrs, Mapping):
+        raise TypeError(f"attributes must be a mapping, not {type(attrs).__name__}")
+    out = {key: _to_json_value(value) for key, value in attrs.items()}
+    check_attrs(out)
+    return out

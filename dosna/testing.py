@@ -20,6 +20,7 @@ each of those runs).
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import zlib
 from functools import partial
@@ -59,8 +60,10 @@ __all__ = [
     "flip_stored_bit",
     "index_cases",
     "make_connection",
+    "outer_oracle",
     "random_array",
     "under_mpiexec",
+    "vectorized_oracle",
 ]
 
 #: The compressions the suite cycles through (checksums on with every one).
@@ -157,23 +160,103 @@ def _same(a: Any, b: Any) -> bool:
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
+def outer_oracle(data: np.ndarray, key: Any) -> np.ndarray:
+    """What ``oindex[key]`` gives, computed axis by axis with NumPy (each array on its own axis)."""
+    key = list(key) if isinstance(key, tuple) else [key]
+    if any(k is Ellipsis for k in key):
+        pos = next(i for i, k in enumerate(key) if k is Ellipsis)
+        used = sum(1 for k in key if k is not None and k is not Ellipsis)
+        key[pos : pos + 1] = [slice(None)] * (data.ndim - used)
+    out, axis = data, 0
+    for k in key:
+        if k is None:
+            out = np.expand_dims(out, axis)
+            axis += 1
+        elif isinstance(k, slice):
+            out = out[(slice(None),) * axis + (k,)]
+            axis += 1
+        elif isinstance(k, (int, np.integer)):
+            if not -out.shape[axis] <= k < out.shape[axis]:
+                raise IndexError(f"index {k} is out of bounds")
+            out = np.take(out, k, axis=axis)
+        else:
+            arr = np.asarray(k)
+            if arr.dtype == bool:
+                if len(arr) != out.shape[axis]:
+                    raise IndexError("boolean index did not match")
+                arr = np.flatnonzero(arr)
+            out = np.take(out, arr.astype(np.intp), axis=axis)  # raises IndexError out of range
+            axis += 1
+    return out
+
+
+def _vectorized_key(key: Any, shape: tuple[int, ...]) -> Any:
+    """An ``outer`` case turned into a vectorised one: 1-D arrays cut to a common length."""
+    entries = key if isinstance(key, tuple) else (key,)
+    arrays = [e for e in entries if isinstance(e, np.ndarray)]
+    if not arrays:
+        return key
+    n = min(int(e.sum()) if e.dtype == bool else len(e) for e in arrays)
+    out = tuple(
+        (np.flatnonzero(e)[:n] if e.dtype == bool else e[:n]) if isinstance(e, np.ndarray) else e
+        for e in entries
+    )
+    return out if isinstance(key, tuple) else out[0]
+
+
+def vectorized_oracle(data: np.ndarray, key: Any) -> np.ndarray:
+    """What ``vindex[key]`` gives: NumPy's result with the broadcast index axes moved to the front."""
+    result = data[key]
+    key = key if isinstance(key, tuple) else (key,)
+    advanced = [
+        i
+        for i, k in enumerate(key)
+        if isinstance(k, (int, np.integer, np.ndarray)) and not isinstance(k, bool)
+    ]
+    arrays = [np.asarray(key[i]) for i in advanced if isinstance(key[i], np.ndarray)]
+    if not arrays:
+        return result
+    nb = len(np.broadcast_shapes(*((int(a.sum()),) if a.dtype == bool else a.shape for a in arrays)))
+    if advanced != list(range(advanced[0], advanced[-1] + 1)):
+        return result  # NumPy puts them first already
+    used = sum(
+        k.ndim if isinstance(k, np.ndarray) and k.dtype == bool else 1
+        for k in key
+        if k is not None and k is not Ellipsis
+    )
+    before = 0
+    for k in key[: advanced[0]]:
+        before += data.ndim - used if k is Ellipsis else 1
+    return np.moveaxis(result, list(range(before, before + nb)), list(range(nb)))
+
+
 if st is not None:
 
     @st.composite
-    def index_cases(draw: Any, max_dims: int = 4, max_len: int = 7) -> tuple:
-        """(shape, chunk_size, dtype, key): a random array layout and a NumPy index key."""
+    def index_cases(draw: Any, max_dims: int = 4, max_len: int = 7, mode: str = "numpy") -> tuple:
+        """(shape, chunk_size, dtype, key): a random array layout and an index key.
+
+        ``mode`` ``"numpy"`` and ``"vectorized"`` draw integer arrays that
+        broadcast together (of up to 2 dimensions) and boolean masks over one
+        or more axes; ``"outer"`` draws 1-D arrays and masks on any axes.
+        """
         ndim = draw(st.integers(0, max_dims))
         shape = tuple(draw(st.lists(st.integers(0, max_len), min_size=ndim, max_size=ndim)))
         chunks = tuple(draw(st.integers(1, max(1, n + 1))) for n in shape)
         dtype = draw(st.sampled_from(DTYPES))
+        broadcast = tuple(draw(st.lists(st.integers(0, 3), max_size=2)))
+        max_arrays = draw(st.integers(0, 3))
         entries: list[Any] = []
-        used_array = False
-        for n in shape:
+        masks: list[int] = []
+        arrays = 0
+        axis = 0
+        while axis < ndim:
+            n = shape[axis]
             kinds = ["slice", "slice", "full"]
             if n:
                 kinds += ["int", "int"]
-            if not used_array:
-                kinds += ["array", "mask"]
+            if arrays < max_arrays:
+                kinds += ["array", "array", "mask"]
             kind = draw(st.sampled_from(kinds))
             if kind == "int":
                 entries.append(draw(st.integers(-n, n - 1)))
@@ -184,12 +267,37 @@ if st is not None:
                 step = st.one_of(st.none(), st.integers(-4, 4).filter(bool))
                 entries.append(slice(draw(bound), draw(bound), draw(step)))
             elif kind == "array":
-                used_array = True
-                idx = draw(st.lists(st.integers(-n, n - 1), max_size=6)) if n else []
-                entries.append(np.array(idx, dtype=np.intp))
+                arrays += 1
+                if mode == "outer":
+                    idx = draw(st.lists(st.integers(-n, n - 1), max_size=6)) if n else []
+                    entries.append(np.array(idx, dtype=np.intp))
+                else:
+                    entries.append(("array", n))  # drawn below, once the broadcast shape is known
             else:
-                used_array = True
-                entries.append(np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool))
+                arrays += 1
+                k = 1 if mode == "outer" else draw(st.integers(1, ndim - axis))
+                mshape = shape[axis : axis + k]
+                flat = draw(st.lists(st.booleans(), min_size=math.prod(mshape), max_size=math.prod(mshape)))
+                mask = np.array(flat, dtype=bool).reshape(mshape)
+                masks.append(int(mask.sum()))
+                entries.append(mask)
+                axis += k
+                continue
+            axis += 1
+        if masks:
+            broadcast = (masks[0],)  # so that arrays broadcast with the first mask
+        for i, e in enumerate(entries):
+            if isinstance(e, tuple):
+                n = e[1]
+                drop = draw(st.integers(0, len(broadcast)))
+                ashape = tuple(1 if draw(st.booleans()) else m for m in broadcast[drop:])
+                size = math.prod(ashape)
+                values = draw(st.lists(st.integers(-n, n - 1), min_size=size, max_size=size)) if n else []
+                entries[i] = (
+                    np.array(values, dtype=np.intp).reshape(ashape)
+                    if n or not size
+                    else np.zeros(ashape, np.intp)
+                )
         # drop trailing axes sometimes (NumPy fills them with ':')
         entries = entries[: draw(st.integers(0, len(entries)))] if draw(st.booleans()) else entries
         if draw(st.booleans()):  # an Ellipsis replacing a run of ':' entries
@@ -371,9 +479,71 @@ class ConformanceSuite:
             (slice(3, 3),),
             (2, Ellipsis, 1),
             (np.uint8(1), slice(None, None, 4)),
+            ([0, 10, 3], slice(None), [5, 0, 1]),  # several arrays: pointwise, as NumPy
+            (slice(2, 9), [[0, 8], [3, 3]], [1, 5]),
+            (data > 0,),  # a full-shape mask
+            ((data > 0)[:, :, 0], slice(None, None, -2)),  # a mask over two axes
+            (np.arange(11) % 3 == 0, slice(None), np.arange(6) % 2 == 1),
         ]
         for key in keys:
             assert _same(ds[key], data[key]), key
+        assert _same(ds.oindex[[1, 4, 1], 2:7, [5, 0]], data[[1, 4, 1]][:, 2:7][:, :, [5, 0]])
+        assert _same(ds.oindex[np.arange(11) > 6, 3, [0]], data[7:, 3][:, [0]])
+        assert _same(ds.vindex[[0, 10], [8, 1], [5, 2]], data[[0, 10], [8, 1], [5, 2]])
+        assert _same(ds.vindex[1:3, [0, 2], [4, 5]], np.moveaxis(data[1:3, [0, 2], [4, 5]], 1, 0))
+        assert _same(ds.vindex[data < 0], data[data < 0])
+
+    def test_oindex_vindex_set(self, connection: Connection) -> None:
+        data = random_array((9, 8, 5), "i4", 13)
+        ds = connection.create_dataset(self.new_name("ovset"), data=data, chunk_size=(4, 3, 2))
+        self.sync(connection)
+        ds.oindex[[0, 8, 3], 1:7, [4, 0]] = -1
+        data[np.ix_([0, 8, 3], range(1, 7), [4, 0])] = -1
+        self.sync(connection)
+        ds.vindex[[1, 2, 7], [0, 7, 3]] = np.array([[10], [20], [30]])
+        data[[1, 2, 7], [0, 7, 3]] = np.array([[10], [20], [30]])
+        self.sync(connection)
+        ds[data % 7 == 0] = 0
+        data[data % 7 == 0] = 0
+        self.sync(connection)
+        assert _same(ds[...], data)
+        with pytest.raises(IndexError):
+            ds.vindex[[0, 1], [0, 1, 2]]  # shapes that do not broadcast
+        with pytest.raises(IndexError):
+            ds.oindex[[[0, 1]], 0]  # oindex takes 1-D arrays only
+
+    def test_astype_iter_chunks_and_no_copy(self, connection: Connection) -> None:
+        data = random_array((7, 5), "f8", 14)
+        ds = connection.create_dataset(self.new_name("astype"), data=data, chunk_size=(3, 2))
+        view = ds.astype("f2")
+        assert _same(view[2:5, ::2], data[2:5, ::2].astype("f2"))
+        assert _same(view[1, 1], np.float16(data[1, 1]))
+        assert _same(np.asarray(view), data.astype("f2"))
+        assert len(view) == 7 and view.shape == (7, 5) and view.dtype == np.dtype("f2")
+        assert _same(ds.astype("i8")[...], data.astype("i8"))
+        with pytest.raises(TypeError):
+            ds.astype("U3")
+        slices = list(ds.iter_chunks())
+        assert len(slices) == ds.total_chunks and slices[0] == (slice(0, 3), slice(0, 2))
+        assert slices[-1] == (slice(6, 7), slice(4, 5))
+        rebuilt = np.zeros_like(data)
+        for s in slices:
+            rebuilt[s] = ds[s]
+        assert _same(rebuilt, data)
+        assert list(ds.iter_chunks((slice(2, 4), slice(1, 3)))) == [
+            (slice(2, 3), slice(1, 2)),
+            (slice(2, 3), slice(2, 3)),
+            (slice(3, 4), slice(1, 2)),
+            (slice(3, 4), slice(2, 3)),
+        ]
+        assert list(ds.iter_chunks(slice(3, 3))) == []
+        with pytest.raises(ValueError):
+            list(ds.iter_chunks(slice(0, 7, 2)))
+        with pytest.raises(ValueError):
+            np.asarray(ds, copy=False)
+        with pytest.raises(ValueError):
+            np.asarray(ds.get_chunk((0, 0)), copy=False)
+        assert _same(np.asarray(ds, copy=True), data) and _same(np.array(ds), data)
 
     def test_index_errors(self, connection: Connection) -> None:
         ds = connection.create_dataset("err", shape=(4, 5), dtype="i4", chunk_size=2)
@@ -510,10 +680,30 @@ class ConformanceSuite:
         del ds.attrs["units"]
         assert "units" not in connection["attrs"].attrs
         with pytest.raises(TypeError):
-            ds.attrs["bad"] = np.zeros(2)
+            ds.attrs["bad"] = object()
         with pytest.raises(TypeError):
             ds.attrs["nan"] = float("nan")
+        with pytest.raises(TypeError):
+            ds.attrs["nan"] = np.array([1.0, np.nan])
+        with pytest.raises(TypeError):
+            ds.attrs["big"] = np.zeros(100_000)  # a dataset's job
         assert set(connection["attrs"].attrs) == {"scale", "tags", "nested"}
+
+    def test_numpy_values_in_attrs_become_json(self, connection: Connection) -> None:
+        attrs = {"f": np.float32(0.5), "i": np.int64(-3), "b": np.bool_(True), "u": np.uint8(200)}
+        ds = connection.create_dataset(self.new_name("npattrs"), shape=(2,), attrs=attrs)
+        ds.attrs["grid"] = np.arange(6, dtype="i2").reshape(2, 3)
+        ds.attrs.update(nested={"scale": np.float64(2.0), "list": [np.int32(1), np.arange(2.0)]})
+        stored = dict(connection[ds.name].attrs)
+        assert stored == {
+            "f": 0.5,
+            "i": -3,
+            "b": True,
+            "u": 200,
+            "grid": [[0, 1, 2], [3, 4, 5]],
+            "nested": {"scale": 2.0, "list": [1, [0.0, 1.0]]},
+        }
+        assert type(stored["f"]) is float and type(stored["i"]) is int and type(stored["b"]) is bool
 
     def test_disconnected_refuses(self, connection: Connection) -> None:
         ds = connection.create_dataset("closed", shape=(3,))
@@ -803,6 +993,41 @@ class ConformanceSuite:
                         ds[key]
                     return
                 assert _same(ds[key], expected), (shape, chunks, key)
+            finally:
+                connection.del_dataset(name)
+
+        @given(case=index_cases(mode="outer"), mode=st.sampled_from(["outer", "vectorized"]))
+        @_oracle_settings
+        def test_numpy_oracle_oindex_vindex(self, connection: Connection, case: tuple, mode: str) -> None:
+            shape, chunks, dtype, key = case
+            if mode == "vectorized":  # arrays that broadcast, masks over several axes
+                key = _vectorized_key(key, shape)
+            oracle = outer_oracle if mode == "outer" else vectorized_oracle
+            data = random_array(shape, dtype, 11)
+            name = self.new_name(mode)
+            ds = connection.create_dataset(name, data=data, chunk_size=chunks)
+            indexer = ds.oindex if mode == "outer" else ds.vindex
+            try:
+                try:
+                    expected = oracle(data, key)
+                except IndexError:
+                    with pytest.raises(IndexError):
+                        indexer[key]
+                    with pytest.raises(IndexError):
+                        indexer[key] = 0
+                    return
+                got = indexer[key]
+                assert _same(np.asarray(got), np.asarray(expected)), (mode, shape, chunks, key)
+                # set: every selected element gets its value (where an element is selected
+                # twice, the last one, as NumPy does)
+                where = oracle(np.arange(data.size).reshape(shape), key)
+                value = random_array(np.shape(where), dtype, 12)
+                flat = data.reshape(-1).copy()
+                flat[np.ravel(where)] = np.ravel(value)
+                self.sync(connection)
+                indexer[key] = value
+                self.sync(connection)
+                assert _same(ds[...], flat.reshape(shape)), (mode, shape, chunks, key)
             finally:
                 connection.del_dataset(name)
 

@@ -65,10 +65,10 @@ def _all_chunks(meta: DatasetMeta) -> list[ChunkIndex]:
 
 
 # -- slicing -------------------------------------------------------------------------------
-def read(engine: TaskEngine, chunks: ChunkIO, key: Any) -> Any:
-    """``array[key]``: NumPy basic indexing plus one integer/boolean array axis."""
+def read(engine: TaskEngine, chunks: ChunkIO, key: Any, mode: str = "numpy") -> Any:
+    """``array[key]`` with NumPy's indexing, or ``oindex``/``vindex`` (``mode``, see :func:`~dosna.indexing.plan`)."""
     meta = chunks.meta
-    sel = plan(key, meta.shape, meta.chunk_size)
+    sel = plan(key, meta.shape, meta.chunk_size, mode)
     out = np.empty(sel.shape, meta.dtype)
     if sel.size:
         threads = _read_threads(chunks.backend, sel.size * meta.dtype.itemsize, sel.chunk_count())
@@ -94,10 +94,10 @@ def still_there(engine: TaskEngine, chunks: ChunkIO) -> None:
     engine.collective(check)
 
 
-def write(engine: TaskEngine, chunks: ChunkIO, key: Any, value: Any) -> None:
+def write(engine: TaskEngine, chunks: ChunkIO, key: Any, value: Any, mode: str = "numpy") -> None:
     """``array[key] = value``, cast and broadcast as NumPy does; bad values write nothing."""
     meta = chunks.meta
-    sel = plan(key, meta.shape, meta.chunk_size)
+    sel = plan(key, meta.shape, meta.chunk_size, mode)
     values = prepare_values(sel, value, meta.dtype)
     if sel.size:
         work = ((idx, chunk_sel, values[out_sel]) for idx, chunk_sel, out_sel in sel.parts())
