@@ -483,7 +483,7 @@ class ConformanceSuite:
             (slice(2, 9), [[0, 8], [3, 3]], [1, 5]),
             (data > 0,),  # a full-shape mask
             ((data > 0)[:, :, 0], slice(None, None, -2)),  # a mask over two axes
-            (np.arange(11) % 3 == 0, slice(None), np.arange(6) % 2 == 1),
+            (np.arange(11) % 3 == 0, slice(None), np.arange(6) > 1),
         ]
         for key in keys:
             assert _same(ds[key], data[key]), key
@@ -1017,7 +1017,8 @@ class ConformanceSuite:
                         indexer[key] = 0
                     return
                 got = indexer[key]
-                assert _same(np.asarray(got), np.asarray(expected)), (mode, shape, chunks, key)
+                # 0-d results as scalars: NumPy gives scalars in native byte order
+                assert _same(np.asarray(got)[()], np.asarray(expected)[()]), (mode, shape, chunks, key)
                 # set: every selected element gets its value (where an element is selected
                 # twice, the last one, as NumPy does)
                 where = oracle(np.arange(data.size).reshape(shape), key)

@@ -201,7 +201,10 @@ class BatchLoader:
 
     def epoch(self, epoch: int) -> Iterator[Any]:
         """Iterate over the batches of ``epoch`` (any epoch, in any order)."""
-        batches = self.indices(epoch)
+        return self.read_batches(self.indices(epoch))
+
+    def read_batches(self, batches: Sequence[np.ndarray]) -> Iterator[Any]:
+        """Iterate over ``batches`` (sample rows of each batch, e.g. a part of :meth:`indices`)."""
         if self.prefetch == 0:
             with _BlockReader(self) as reader:
                 for group in reader.groups(batches):
