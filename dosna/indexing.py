@@ -135,9 +135,6 @@ class ArrayDim:
         return out
 
 
-Dim = IntDim | SliceDim | ArrayDim
-
-
 @dataclass(slots=True, eq=False)
 class PointAxis:
     """An axis indexed by the coordinates of a :class:`Points` set (vectorised indexing)."""
@@ -225,7 +222,7 @@ class Selection:
         if self.points is not None:
             yield from self._point_parts()
             return
-        per_dim = [d.parts() for d in self.dims]  # type: ignore[union-attr]
+        per_dim = [_dim_parts(d) for d in self.dims]
         keep = [i for i, d in enumerate(self.dims) if not isinstance(d, IntDim)]
         if not self.dims:
             yield (), (), ()
@@ -255,7 +252,7 @@ class Selection:
         others = [i for i, d in enumerate(self.dims) if not isinstance(d, PointAxis)]
         sliced = [i for i in others if isinstance(self.dims[i], SliceDim)]
         trailing = (1,) * len(sliced)
-        per_dim = [self.dims[i].parts() for i in others]  # type: ignore[union-attr]
+        per_dim = [_dim_parts(self.dims[i]) for i in others]
         ndim = len(self.dims)
         for chunk, local, positions in points.groups():
             where = dict(zip(points.axes, zip(chunk, local)))
@@ -290,7 +287,7 @@ class Selection:
         count = len(self.points.groups()) if self.points is not None else 1
         for d in self.dims:
             if not isinstance(d, PointAxis):
-                count *= len(d.parts())
+                count *= len(_dim_parts(d))
         return count
 
     def to_numpy(self, canonical: np.ndarray) -> Any:
@@ -310,6 +307,11 @@ class Selection:
             assert self.moved_shape is not None
             value = np.moveaxis(value.reshape(self.moved_shape), self.move[1], self.move[0])
         return value.reshape(self.shape)
+
+
+def _dim_parts(d: Dim) -> list[Any]:
+    assert not isinstance(d, PointAxis)  # point axes are planned together, by Points.groups
+    return d.parts()
 
 
 def _outer(sel: tuple, counts: Sequence[int]) -> tuple:
