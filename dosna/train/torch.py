@@ -106,6 +106,11 @@ class IterableDataset(_data.IterableDataset):
 
     Notes
     -----
+    Call :meth:`set_epoch` before each epoch, as with ``DistributedSampler``.
+    Workers copy the dataset when they start, so with
+    ``persistent_workers=True`` they keep the epoch they started with: leave
+    it off to get a new order every epoch.
+
     Workers read the datasets through their own copies of the connection. On
     hdf5, ceph and s3 that works with any start method. The ``ram`` backend
     keeps its data in the memory of one process: forked workers (the Linux
