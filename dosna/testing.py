@@ -63,6 +63,7 @@ __all__ = [
     "outer_oracle",
     "random_array",
     "under_mpiexec",
+    "vectorized_key",
     "vectorized_oracle",
 ]
 
@@ -190,7 +191,7 @@ def outer_oracle(data: np.ndarray, key: Any) -> np.ndarray:
     return out
 
 
-def _vectorized_key(key: Any, shape: tuple[int, ...]) -> Any:
+def vectorized_key(key: Any, shape: tuple[int, ...]) -> Any:
     """An ``outer`` case turned into a vectorised one: 1-D arrays cut to a common length."""
     entries = key if isinstance(key, tuple) else (key,)
     arrays = [e for e in entries if isinstance(e, np.ndarray)]
@@ -1001,7 +1002,7 @@ class ConformanceSuite:
         def test_numpy_oracle_oindex_vindex(self, connection: Connection, case: tuple, mode: str) -> None:
             shape, chunks, dtype, key = case
             if mode == "vectorized":  # arrays that broadcast, masks over several axes
-                key = _vectorized_key(key, shape)
+                key = vectorized_key(key, shape)
             oracle = outer_oracle if mode == "outer" else vectorized_oracle
             data = random_array(shape, dtype, 11)
             name = self.new_name(mode)

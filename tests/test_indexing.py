@@ -7,9 +7,10 @@ import itertools
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dosna.indexing import covers_chunk, plan, prepare_values, read_selection, write_selection
-from dosna.testing import index_cases, random_array
+from dosna.testing import index_cases, outer_oracle, random_array, vectorized_key, vectorized_oracle
 
 
 def split(data: np.ndarray, chunks: tuple) -> dict:
@@ -86,3 +87,65 @@ def test_prepare_values_does_not_copy_scalars_or_matching_arrays():
     assert v.strides == (0, 0)  # a broadcast view, not a 8 MB array
     arr = np.ones((1000, 1000))
     assert np.shares_memory(prepare_values(sel, arr, np.dtype("f8")), arr)
+
+
+def _apply(data: np.ndarray, chunks: tuple, key, mode: str):
+    """``oindex``/``vindex`` of ``data`` planned over chunks, read chunk by chunk."""
+    sel = plan(key, data.shape, chunks, mode)
+    blocks = split(data, chunks)
+    out = np.empty(sel.shape, data.dtype)
+    for idx, chunk_sel, out_sel in sel.parts():
+        out[out_sel] = read_selection(blocks[idx], chunk_sel)
+    return sel.to_numpy(out)
+
+
+@given(case=index_cases(max_dims=4, max_len=9, mode="outer"), vectorized=st.booleans())
+@settings(max_examples=1500, deadline=None)
+def test_outer_and_vectorized_match_their_oracles(case, vectorized):
+    shape, chunks, dtype, key = case
+    mode, oracle = ("outer", outer_oracle) if not vectorized else ("vectorized", vectorized_oracle)
+    if vectorized:
+        key = vectorized_key(key, shape)
+    data = random_array(shape, dtype, 4)
+    try:
+        expected = oracle(data, key)
+    except IndexError:
+        with pytest.raises(IndexError):
+            plan(key, shape, chunks, mode)
+        return
+    got = _apply(data, chunks, key, mode)
+    np.testing.assert_array_equal(got, expected)
+    assert np.shape(got) == np.shape(expected)
+    # and the canonical layout round-trips values being written
+    sel = plan(key, shape, chunks, mode)
+    values = random_array(np.shape(expected), dtype, 5)
+    np.testing.assert_array_equal(sel.to_numpy(prepare_values(sel, values, data.dtype)), values)
+
+
+def test_modes_agree_with_zarr():
+    zarr = pytest.importorskip("zarr")
+    data = np.arange(5 * 6 * 7, dtype="i4").reshape(5, 6, 7)
+    z = zarr.create_array(store={}, shape=data.shape, chunks=(2, 4, 3), dtype=data.dtype)
+    z[...] = data
+    for key in [
+        ([0, 1], slice(None), [2, 3]),
+        ([4, 0, 0], [5, 1], [6]),
+        (1, [0, 1], slice(2, 6)),
+        (Ellipsis, [1, 1]),
+    ]:
+        np.testing.assert_array_equal(_apply(data, (2, 4, 3), key, "outer"), z.oindex[key])
+    for key in [([0, 1], [2, 3], [4, 5]), (data % 2 == 0,), (1, [0, 1], [2, 3]), ([[0], [1]], [1, 2, 3], 0)]:
+        got = _apply(data, (2, 4, 3), key, "vectorized")
+        assert got.shape == z.vindex[key].shape
+        np.testing.assert_array_equal(got, z.vindex[key])
+
+
+def test_unknown_mode_and_bad_arrays_are_refused():
+    with pytest.raises(ValueError, match="mode"):
+        plan(0, (3,), (2,), "diagonal")
+    with pytest.raises(IndexError, match="broadcast"):
+        plan(([0, 1], [0, 1, 2]), (3, 3), (2, 2))
+    with pytest.raises(IndexError, match="1-D"):
+        plan(np.zeros((2, 2), int), (3, 3), (2, 2), "outer")
+    with pytest.raises(IndexError, match="boolean index did not match"):
+        plan(np.ones((3, 2), bool), (3, 3), (2, 2))

@@ -291,7 +291,11 @@ def test_malformed_manifests_are_typed_errors_naming_the_location(tmp_path, chan
     con, store = _store(tmp_path)
     store.save("net", {"w": np.arange(6.0).reshape(2, 3), "b": np.zeros(3)})
     _edit_manifest(con, "models.net.v1", change)
-    for call in (lambda: store.load("net", 1), lambda: store.manifest("net", 1), lambda: store.delete("net", 1)):
+    for call in (
+        lambda: store.load("net", 1),
+        lambda: store.manifest("net", 1),
+        lambda: store.delete("net", 1),
+    ):
         with pytest.raises(ModelCorruptError) as caught:
             call()
         assert caught.value.location == location
@@ -311,7 +315,13 @@ def test_delete_removes_only_what_the_version_owns(tmp_path):
     con, store = _store(tmp_path)
     store.save("net", {"w": np.ones(2), "b": np.zeros(2)})
     store.save("net", {"w": np.ones(2)})
-    users = ["models.net.v1.t2", "models.net.v1.tmp", "models.net.v1.t0x", "models.net.v10", "models.net.v1-x"]
+    users = [
+        "models.net.v1.t2",
+        "models.net.v1.tmp",
+        "models.net.v1.t0x",
+        "models.net.v10",
+        "models.net.v1-x",
+    ]
     for name in users:
         _foreign(con, name, data=np.arange(3))
     store.delete("net", 1)
