@@ -457,7 +457,7 @@ def plan(key: Any, shape: Sequence[int], chunk_size: Sequence[int], mode: str = 
             axis += 1
         elif e.dtype.kind == "b":
             for k, n in enumerate(e.shape):
-                if n != shape[axis + k]:
+                if n != shape[axis + k] and n != 0:  # NumPy lets an empty mask axis pass
                     raise IndexError(
                         f"boolean index did not match indexed array along axis {axis + k}; size of axis "
                         f"is {shape[axis + k]} but size of corresponding boolean axis is {n}"

@@ -149,3 +149,27 @@ def test_unknown_mode_and_bad_arrays_are_refused():
         plan(np.zeros((2, 2), int), (3, 3), (2, 2), "outer")
     with pytest.raises(IndexError, match="boolean index did not match"):
         plan(np.ones((3, 2), bool), (3, 3), (2, 2))
+
+
+@pytest.mark.parametrize(
+    "shape,key",
+    [
+        ((0, 0, 1), (Ellipsis, np.zeros((0, 0), bool))),
+        ((3, 1, 2), np.zeros((3, 1, 0), bool)),
+        ((3, 1, 2), (np.zeros(0, bool), 1)),
+        ((3, 1, 2), np.zeros((0, 1), bool)),
+        ((3, 1, 2), np.zeros((2, 0), bool)),
+        ((3, 1, 2), np.zeros((0, 5), bool)),
+    ],
+)
+def test_masks_with_empty_axes_as_numpy(shape, key):
+    data = random_array(shape, "i4", 1)
+    try:
+        expected = data[key]
+    except IndexError:
+        with pytest.raises(IndexError):
+            plan(key, shape, (2, 2, 2))
+        return
+    sel = plan(key, shape, (2, 2, 2))
+    assert sel.numpy_shape == expected.shape
+    np.testing.assert_array_equal(sel.to_numpy(np.empty(sel.shape, "i4")), expected)
