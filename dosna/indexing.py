@@ -437,6 +437,7 @@ def plan(key: Any, shape: Sequence[int], chunk_size: Sequence[int], mode: str = 
 
     # one item per dataset axis (or newaxis): ("new",), ("int", i), ("slice", SliceDim), ("array", a)
     items: list[tuple[str, Any, int]] = []
+    out_of_bounds: str | None = None  # index arrays are checked where they are used
     axis = 0
     for pos, e in enumerate(entries):
         where = positions[pos]
@@ -469,8 +470,8 @@ def plan(key: Any, shape: Sequence[int], chunk_size: Sequence[int], mode: str = 
             size = shape[axis]
             if e.size:
                 bad = (e < -size) | (e >= size)
-                if bad.any():
-                    raise IndexError(
+                if bad.any() and out_of_bounds is None:
+                    out_of_bounds = (
                         f"index {int(e[bad].flat[0])} is out of bounds for axis {axis} with size {size}"
                     )
                 e = np.where(e < 0, e + size, e)
@@ -479,8 +480,10 @@ def plan(key: Any, shape: Sequence[int], chunk_size: Sequence[int], mode: str = 
 
     arrays = [it for it in items if it[0] == "array"]
     if not arrays or mode == "outer" or (mode == "numpy" and len(arrays) == 1 and arrays[0][1].ndim == 1):
+        if out_of_bounds is not None:
+            raise IndexError(out_of_bounds)
         return _plan_axes(items, chunk_size, has_ellipsis, mode)
-    return _plan_points(items, chunk_size, mode)
+    return _plan_points(items, chunk_size, mode, out_of_bounds)
 
 
 def _plan_axes(items: list, chunk_size: Sequence[int], has_ellipsis: bool, mode: str) -> Selection:
@@ -536,8 +539,12 @@ def _plan_axes(items: list, chunk_size: Sequence[int], has_ellipsis: bool, mode:
     )
 
 
-def _plan_points(items: list, chunk_size: Sequence[int], mode: str) -> Selection:
-    """Index arrays broadcast together into points; ints and slices on the other axes."""
+def _plan_points(items: list, chunk_size: Sequence[int], mode: str, out_of_bounds: str | None) -> Selection:
+    """Index arrays broadcast together into points; ints and slices on the other axes.
+
+    ``out_of_bounds`` is raised unless the arrays broadcast to no points at all
+    (NumPy checks only the indices it uses).
+    """
     arrays = [value for kind, value, _ in items if kind == "array"]
     try:
         broadcast = np.broadcast_shapes(*(a.shape for a in arrays))
@@ -546,6 +553,8 @@ def _plan_points(items: list, chunk_size: Sequence[int], mode: str) -> Selection
         raise IndexError(
             f"shape mismatch: indexing arrays could not be broadcast together with shapes {shapes}"
         ) from None
+    if out_of_bounds is not None and math.prod(broadcast):
+        raise IndexError(out_of_bounds)
     dims: list[Dim] = []
     point_axes: list[int] = []
     coords: list[np.ndarray] = []

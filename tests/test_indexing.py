@@ -160,6 +160,11 @@ def test_unknown_mode_and_bad_arrays_are_refused():
         ((3, 1, 2), np.zeros((0, 1), bool)),
         ((3, 1, 2), np.zeros((2, 0), bool)),
         ((3, 1, 2), np.zeros((0, 5), bool)),
+        ((0, 1, 0), (np.array([0]), np.array([], np.intp), slice(None))),  # no point uses the 0
+        ((3, 4), ([7], [])),
+        ((3, 4), ([[7]], [])),
+        ((3, 4), (5, [])),  # integers are checked at once
+        ((3, 4), ([7], [0])),
     ],
 )
 def test_masks_with_empty_axes_as_numpy(shape, key):
