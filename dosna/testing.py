@@ -183,7 +183,7 @@ def outer_oracle(data: np.ndarray, key: Any) -> np.ndarray:
         else:
             arr = np.asarray(k)
             if arr.dtype == bool:
-                if len(arr) != out.shape[axis]:
+                if len(arr) not in (out.shape[axis], 0):  # NumPy lets an empty mask pass
                     raise IndexError("boolean index did not match")
                 arr = np.flatnonzero(arr)
             out = np.take(out, arr.astype(np.intp), axis=axis)  # raises IndexError out of range
