@@ -111,10 +111,11 @@ def test_ceph_wrong_size_chunk_is_corrupt(ceph):
     try:
         ioctx = cluster.open_ioctx(POOL)
         ioctx.set_namespace("c")
-        ioctx.write_full("1.1", b"\0" * 10)
+        uid = ds.meta.uid  # chunks live under the dataset's incarnation
+        ioctx.write_full(f"{uid}/1.1", b"\0" * 10)
         with pytest.raises(ChunkCorruptError, match=r"\(1, 1\).*10 bytes, expected 16"):
             ds[2:, 2:]
-        ioctx.write_full("1.0", b"\0" * 20)  # too long is corrupt too (seen on whole-chunk reads)
+        ioctx.write_full(f"{uid}/1.0", b"\0" * 20)  # too long is corrupt too (seen on whole-chunk reads)
         with pytest.raises(ChunkCorruptError):
             ds[2:4, 0:2]
         ioctx.close()
@@ -135,9 +136,10 @@ def test_ceph_layout_and_delete_without_scanning(ceph):
         ioctx = cluster.open_ioctx(POOL)
         ioctx.set_namespace("lay")
         keys = sorted(o.key for o in ioctx.list_objects())
-        assert keys == ["0.0", "0.1", "1.0", "1.1", "dosna.meta"]
+        uid = ds.meta.uid
+        assert keys == [f"{uid}/0.0", f"{uid}/0.1", f"{uid}/1.0", f"{uid}/1.1", "dosna.meta"]
         # raw edge chunk bytes, padded to the full chunk with the fill value
-        assert ioctx.read("1.1", 100) == np.array([[10, 11], [0, 0]], "u2").tobytes()
+        assert ioctx.read(f"{uid}/1.1", 100) == np.array([[10, 11], [0, 0]], "u2").tobytes()
         ds.delete()
         assert sorted(o.key for o in ioctx.list_objects()) == []
         ioctx.close()
@@ -202,15 +204,17 @@ def test_s3_wrong_size_chunk_is_corrupt_and_no_head_before_get(s3):
 
     ds = s3.create_dataset("c", data=np.ones((4, 4), "f8"), chunk_size=2, checksum=False)
     raw = boto3.client("s3", endpoint_url=S3_ENDPOINT)
-    raw.put_object(Bucket=BUCKET, Key="c/0.1", Body=b"\0" * 7)
+    raw.put_object(Bucket=BUCKET, Key=f"c/{ds.meta.uid}/0.1", Body=b"\0" * 7)
     with pytest.raises(ChunkCorruptError, match=r"7 bytes, expected 32"):
         ds[0:2, 2:4]
     calls = []
     s3.backend.client.meta.events.register("before-call.s3", lambda model, **kw: calls.append(model.name))
     ds.del_chunk((1, 1))
     calls.clear()
-    assert ds[3, 3] == 0  # the metadata (a resize elsewhere is seen), then the missing chunk: no HEAD
-    assert calls == ["GetObject", "GetObject"]
+    # the metadata (a resize elsewhere is seen), the missing chunk (no HEAD), then the metadata
+    # again: a chunk missing because the dataset was deleted meanwhile is an error, not fill values
+    assert ds[3, 3] == 0
+    assert calls == ["GetObject", "GetObject", "GetObject"]
     calls.clear()
     ds[0, :2]  # partial read of a present chunk: the metadata and one ranged GET
     assert calls == ["GetObject", "GetObject"]
@@ -220,11 +224,11 @@ def test_s3_wrong_size_chunk_is_corrupt_and_no_head_before_get(s3):
 def test_s3_layout_one_bucket_datasets_as_prefixes(s3):
     import boto3
 
-    s3.create_dataset("a", data=np.zeros((2, 2)), chunk_size=2)
+    a = s3.create_dataset("a", data=np.zeros((2, 2)), chunk_size=2)
     s3.create_dataset("b", shape=(3,), dtype="i1")
     raw = boto3.client("s3", endpoint_url=S3_ENDPOINT)
     keys = sorted(o["Key"] for o in raw.list_objects_v2(Bucket=BUCKET).get("Contents", []))
-    assert [k for k in keys if k[:2] in ("a/", "b/")] == ["a/.dosna.json", "a/0.0", "b/.dosna.json"]
+    assert [k for k in keys if k[:2] in ("a/", "b/")] == ["a/.dosna.json", f"a/{a.meta.uid}/0.0", "b/.dosna.json"]
     assert sorted(s3) == ["a", "b"]
     # a creation that never committed left chunks but no metadata: not a dataset,
     # and a new dataset of that name does not inherit them
