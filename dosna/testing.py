@@ -234,16 +234,28 @@ def vectorized_oracle(data: np.ndarray, key: Any) -> np.ndarray:
 if st is not None:
 
     @st.composite
-    def index_cases(draw: Any, max_dims: int = 4, max_len: int = 7, mode: str = "numpy") -> tuple:
+    def index_cases(
+        draw: Any,
+        max_dims: int = 4,
+        max_len: int = 7,
+        mode: str = "numpy",
+        min_len: int = 0,
+        max_chunks: int | None = None,
+    ) -> tuple:
         """(shape, chunk_size, dtype, key): a random array layout and an index key.
 
         ``mode`` ``"numpy"`` and ``"vectorized"`` draw integer arrays that
         broadcast together (of up to 2 dimensions) and boolean masks over one
         or more axes; ``"outer"`` draws 1-D arrays and masks on any axes.
+        ``min_len=1`` leaves out empty axes (no chunk I/O); ``max_chunks`` bounds the
+        number of chunks (edge chunks still come in every size).
         """
         ndim = draw(st.integers(0, max_dims))
-        shape = tuple(draw(st.lists(st.integers(0, max_len), min_size=ndim, max_size=ndim)))
-        chunks = tuple(draw(st.integers(1, max(1, n + 1))) for n in shape)
+        shape = tuple(draw(st.lists(st.integers(min_len, max_len), min_size=ndim, max_size=ndim)))
+        per_axis = max(1, int(max_chunks ** (1 / ndim) + 1e-9)) if max_chunks and ndim else None
+        chunks = tuple(
+            draw(st.integers(max(1, -(-n // per_axis)) if per_axis else 1, max(1, n + 1))) for n in shape
+        )
         dtype = draw(st.sampled_from(DTYPES))
         broadcast = tuple(draw(st.lists(st.integers(0, 3), max_size=2)))
         max_arrays = draw(st.integers(0, 3))
@@ -967,9 +979,23 @@ class ConformanceSuite:
         assert other[...].shape == (7,)
 
     # -- NumPy oracle (hypothesis) ---------------------------------------------
-    if st is not None:
-        _oracle_settings = settings(
-            max_examples=_examples(),
+    def oracle_plan(self, connection: Connection, mode: str = "numpy") -> tuple[int, Any]:
+        """``(cases, strategy)`` of the NumPy-oracle property tests on ``connection``.
+
+        By default ``DOSNA_HYPOTHESIS_EXAMPLES`` cases drawn by :func:`index_cases`.
+        A subclass may run fewer, sharper cases (``index_cases(min_len=1,
+        max_chunks=64)``) on combinations whose indexing path another one covers.
+        """
+        return _examples(), index_cases(mode=mode)
+
+    def _oracle(self, connection: Connection, check: Any, mode: str = "numpy", **strategies: Any) -> None:
+        """Run ``check(case=..., **drawn)`` on the planned number of hypothesis cases of ``mode``
+        (see :func:`index_cases`)."""
+        examples, cases = self.oracle_plan(connection, mode)
+
+        @given(case=cases, **strategies)
+        @settings(
+            max_examples=examples,
             deadline=None,
             suppress_health_check=[
                 HealthCheck.function_scoped_fixture,
@@ -978,85 +1004,103 @@ class ConformanceSuite:
             ],
             **_HYPOTHESIS_MPI,
         )
+        def run(**drawn: Any) -> None:
+            check(connection, **drawn)
 
-        @given(case=index_cases())
-        @_oracle_settings
-        def test_numpy_oracle_get(self, connection: Connection, case: tuple) -> None:
-            shape, chunks, dtype, key = case
-            data = random_array(shape, dtype, 9)
-            name = self.new_name("get")
-            ds = connection.create_dataset(name, data=data, chunk_size=chunks)
-            try:
-                try:
-                    expected = data[key]
-                except IndexError:
-                    with pytest.raises(IndexError):
-                        ds[key]
-                    return
-                assert _same(ds[key], expected), (shape, chunks, key)
-            finally:
-                connection.del_dataset(name)
+        run()
 
-        @given(case=index_cases(mode="outer"), mode=st.sampled_from(["outer", "vectorized"]))
-        @_oracle_settings
-        def test_numpy_oracle_oindex_vindex(self, connection: Connection, case: tuple, mode: str) -> None:
-            shape, chunks, dtype, key = case
-            if mode == "vectorized":  # arrays that broadcast, masks over several axes
-                key = vectorized_key(key, shape)
-            oracle = outer_oracle if mode == "outer" else vectorized_oracle
-            data = random_array(shape, dtype, 11)
-            name = self.new_name(mode)
-            ds = connection.create_dataset(name, data=data, chunk_size=chunks)
-            indexer = ds.oindex if mode == "outer" else ds.vindex
-            try:
-                try:
-                    expected = oracle(data, key)
-                except IndexError:
-                    with pytest.raises(IndexError):
-                        indexer[key]
-                    with pytest.raises(IndexError):
-                        indexer[key] = 0
-                    return
-                got = indexer[key]
-                # 0-d results as scalars: NumPy gives scalars in native byte order
-                assert _same(np.asarray(got)[()], np.asarray(expected)[()]), (mode, shape, chunks, key)
-                # set: every selected element gets its value (where an element is selected
-                # twice, the last one, as NumPy does)
-                where = oracle(np.arange(data.size).reshape(shape), key)
-                value = random_array(np.shape(where), dtype, 12)
-                flat = data.reshape(-1).copy()
-                flat[np.ravel(where)] = np.ravel(value)
-                self.sync(connection)
-                indexer[key] = value
-                self.sync(connection)
-                assert _same(ds[...], flat.reshape(shape)), (mode, shape, chunks, key)
-            finally:
-                connection.del_dataset(name)
+    def test_numpy_oracle_oindex_vindex(self, connection: Connection) -> None:
+        if st is None:  # pragma: no cover
+            pytest.skip("needs hypothesis")
+        self._oracle(
+            connection,
+            self._check_oindex_vindex,
+            mode="outer",
+            indexing=st.sampled_from(["outer", "vectorized"]),
+        )
 
-        @given(case=index_cases(), seed=st.integers(0, 2**16))
-        @_oracle_settings
-        def test_numpy_oracle_set(self, connection: Connection, case: tuple, seed: int) -> None:
-            shape, chunks, dtype, key = case
-            data = random_array(shape, dtype, 10)
-            name = self.new_name("set")
-            ds = connection.create_dataset(name, shape=shape, dtype=dtype, fillvalue=1, chunk_size=chunks)
+    def _check_oindex_vindex(self, connection: Connection, case: tuple, indexing: str) -> None:
+        shape, chunks, dtype, key = case
+        if indexing == "vectorized":  # arrays that broadcast, masks over several axes
+            key = vectorized_key(key, shape)
+        oracle = outer_oracle if indexing == "outer" else vectorized_oracle
+        data = random_array(shape, dtype, 11)
+        name = self.new_name(indexing)
+        ds = connection.create_dataset(name, data=data, chunk_size=chunks)
+        indexer = ds.oindex if indexing == "outer" else ds.vindex
+        try:
             try:
-                ds.load(data)
-                try:
-                    target_shape = data[key].shape
-                except IndexError:
-                    with pytest.raises(IndexError):
-                        ds[key] = 0
-                    return
-                rng = np.random.default_rng(seed)
-                # a value of the target shape, or one that broadcasts to it
-                vshape = tuple(1 if rng.random() < 0.3 else n for n in target_shape)
-                vshape = vshape[int(rng.integers(0, len(vshape) + 1)) :] if rng.random() < 0.3 else vshape
-                value = random_array(vshape, dtype, seed)
-                data[key] = value
-                self.sync(connection)
-                ds[key] = value
-                self.sync(connection)
-                assert _same(ds[...], data), (shape, chunks, key, vshape)
-            finally:
-                connection.del_dataset(name)
+                expected = oracle(data, key)
+            except IndexError:
+                with pytest.raises(IndexError):
+                    indexer[key]
+                with pytest.raises(IndexError):
+                    indexer[key] = 0
+                return
+            got = indexer[key]
+            # 0-d results as scalars: NumPy gives scalars in native byte order
+            assert _same(np.asarray(got)[()], np.asarray(expected)[()]), (indexing, shape, chunks, key)
+            # set: every selected element gets its value (where an element is selected
+            # twice, the last one, as NumPy does)
+            where = oracle(np.arange(data.size).reshape(shape), key)
+            value = random_array(np.shape(where), dtype, 12)
+            flat = data.reshape(-1).copy()
+            flat[np.ravel(where)] = np.ravel(value)
+            self.sync(connection)
+            indexer[key] = value
+            self.sync(connection)
+            assert _same(ds[...], flat.reshape(shape)), (indexing, shape, chunks, key)
+        finally:
+            connection.del_dataset(name)
+
+    def test_numpy_oracle_get(self, connection: Connection) -> None:
+        if st is None:  # pragma: no cover
+            pytest.skip("needs hypothesis")
+        self._oracle(connection, self._check_get)
+
+    def test_numpy_oracle_set(self, connection: Connection) -> None:
+        if st is None:  # pragma: no cover
+            pytest.skip("needs hypothesis")
+        self._oracle(connection, self._check_set, seed=st.integers(0, 2**16))
+
+    def _check_get(self, connection: Connection, case: tuple) -> None:
+        shape, chunks, dtype, key = case
+        data = random_array(shape, dtype, 9)
+        name = self.new_name("get")
+        ds = connection.create_dataset(name, data=data, chunk_size=chunks)
+        try:
+            try:
+                expected = data[key]
+            except IndexError:
+                with pytest.raises(IndexError):
+                    ds[key]
+                return
+            assert _same(ds[key], expected), (shape, chunks, key)
+        finally:
+            connection.del_dataset(name)
+
+    def _check_set(self, connection: Connection, case: tuple, seed: int) -> None:
+        shape, chunks, dtype, key = case
+        data = random_array(shape, dtype, 10)
+        name = self.new_name("set")
+        ds = connection.create_dataset(name, shape=shape, dtype=dtype, fillvalue=1, chunk_size=chunks)
+        try:
+            ds.load(data)
+            try:
+                target_shape = data[key].shape
+            except IndexError:
+                with pytest.raises(IndexError):
+                    ds[key] = 0
+                return
+            rng = np.random.default_rng(seed)
+            # a value of the target shape, or one that broadcasts to it
+            vshape = tuple(1 if rng.random() < 0.3 else n for n in target_shape)
+            vshape = vshape[int(rng.integers(0, len(vshape) + 1)) :] if rng.random() < 0.3 else vshape
+            value = random_array(vshape, dtype, seed)
+            data[key] = value
+            self.sync(connection)
+            ds[key] = value
+            self.sync(connection)
+            assert _same(ds[...], data), (shape, chunks, key, vshape)
+        finally:
+            connection.del_dataset(name)

@@ -10,7 +10,9 @@ map and clone, and checks everything against NumPy.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -24,7 +26,11 @@ def main() -> None:
     )
     parser.add_argument("--directory", default=None, help="where the data goes (default: a temp dir)")
     args = parser.parse_args()
-    directory = args.directory or tempfile.mkdtemp(prefix="dosna-quickstart-")
+    directory = args.directory
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="dosna-quickstart-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        print(f"data in {directory}, a temporary directory removed at the end (--directory DIR keeps it)")
 
     dn.use(backend="hdf5", engine="cpu")
     data = np.random.default_rng(0).standard_normal((100, 100, 100))

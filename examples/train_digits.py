@@ -23,8 +23,10 @@ and saves its ``state_dict`` the same way.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -136,6 +138,8 @@ def main() -> None:
         if args.engine == "mpi":
             parser.error("--engine mpi needs a --directory that every rank sees")
         directory = tempfile.mkdtemp(prefix="dosna-digits-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        print(f"data in {directory}, a temporary directory removed at the end (--directory DIR keeps it)")
     os.makedirs(directory, exist_ok=True)
 
     with dn.Connection("digits", backend="hdf5", engine=args.engine, directory=directory) as con:

@@ -3,20 +3,28 @@
 # OSD and radosgw (S3), for development and tests. Nothing listens beyond loopback.
 #
 #   scripts/ceph-dev.sh start     install the Debian packages if missing (root), start the
-#                                 daemons, create a pool and an S3 user, print the client env
-#   scripts/ceph-dev.sh stop      stop exactly the daemons this script started (by pid)
-#   scripts/ceph-dev.sh status    which daemons run
-#   scripts/ceph-dev.sh env       the environment a client needs (eval "$(... env)")
+#                                 daemons on free ports, create a pool and an S3 user
+#   scripts/ceph-dev.sh stop      stop exactly the daemons this script started (by pid) and
+#                                 remove the run directory
+#   scripts/ceph-dev.sh status    which daemons run, where, on which ports
+#   scripts/ceph-dev.sh env       the environment a client needs, S3 key included:
+#                                 eval "$(scripts/ceph-dev.sh env)"  (never log it)
 #
-# Environment: DOSNA_CEPH_RUN (run directory, default /tmp/dosna-ceph),
-# DOSNA_CEPH_POOL (default dosna), DOSNA_RGW_PORT (default 7480),
-# DOSNA_CEPH_MEMSTORE_BYTES (OSD capacity, default 4 GiB).
+# Each checkout has its own cluster: the run directory is ${TMPDIR:-/tmp}/dosna-ceph-<id>,
+# <id> a hash of the checkout's path, and the monitor and radosgw take free ports, so two
+# checkouts (or two CI runs) on one machine never share a cluster. The run directory is
+# readable by its owner only; the S3 key and secret are written nowhere else.
+# Environment: DOSNA_CEPH_RUN (run directory), DOSNA_CEPH_POOL (default dosna),
+# DOSNA_CEPH_MON_PORT, DOSNA_CEPH_MON_V1_PORT, DOSNA_RGW_PORT (fixed ports instead of free
+# ones), DOSNA_CEPH_MEMSTORE_BYTES (OSD capacity, default 4 GiB).
 set -euo pipefail
+umask 077   # keyrings, the config and the env file (S3 secret) are for this user only
 
-RUN=${DOSNA_CEPH_RUN:-/tmp/dosna-ceph}
+TOP=$(cd "$(dirname "$0")/.." && pwd -P)
+RUN=${DOSNA_CEPH_RUN:-${TMPDIR:-/tmp}/dosna-ceph-$(printf %s "$TOP" | sha256sum | cut -c1-10)}
 CONF=$RUN/ceph.conf
+MARK=$RUN/.dosna-ceph-run   # what makes a directory one of ours (and safe to remove)
 POOL=${DOSNA_CEPH_POOL:-dosna}
-RGW_PORT=${DOSNA_RGW_PORT:-7480}
 MEMSTORE_BYTES=${DOSNA_CEPH_MEMSTORE_BYTES:-4294967296}
 DAEMONS="rgw.x mgr.x osd.0 mon.a"   # stop order
 PACKAGES="ceph-mon ceph-osd ceph-mgr radosgw python3-rados ceph-common"
@@ -54,6 +62,17 @@ pid_of() {  # the pid in a daemon's pid file, if that process still runs with ou
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+free_ports() {  # free_ports N: N distinct TCP ports on 127.0.0.1 that nothing uses now
+    python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
+
+mon_addr() { echo "[v2:127.0.0.1:$MON_PORT,v1:127.0.0.1:$MON_V1_PORT]"; }
+
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
     local limit=$1 what=$2 waited=0
     shift 2
@@ -72,7 +91,7 @@ write_conf() {
     cat > "$CONF" <<EOF
 [global]
 fsid = $fsid
-mon host = [v2:127.0.0.1:3300,v1:127.0.0.1:6789]
+mon host = $(mon_addr)
 mon initial members = a
 public addr = 127.0.0.1
 cluster addr = 127.0.0.1
@@ -145,6 +164,7 @@ EOF
 
 status() {
     local d up=0
+    echo "run directory $RUN: $(cat "$RUN/ports" 2>/dev/null || echo "no cluster")"
     for d in $DAEMONS; do
         if pid=$(pid_of "$d"); then echo "$d running (pid $pid)"; up=$((up + 1)); else echo "$d stopped"; fi
     done
@@ -152,30 +172,51 @@ status() {
 }
 
 stop() {
-    local d pid i
+    local d pid i alive=0
     for d in $DAEMONS; do   # one at a time: stopping all at once can make radosgw hang
         pid=$(pid_of "$d") || continue
         kill -TERM "$pid" 2>/dev/null || true
         for i in $(seq 1 40); do [ -d "/proc/$pid" ] || break; sleep 0.25; done
-        [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null || true
-        rm -f "$RUN/$d.pid"
-        log "stopped $d (pid $pid)"
+        if [ -d "/proc/$pid" ]; then
+            kill -KILL "$pid" 2>/dev/null || true
+            for i in $(seq 1 20); do [ -d "/proc/$pid" ] || break; sleep 0.25; done
+        fi
+        if [ -d "/proc/$pid" ]; then
+            log "$d (pid $pid) did not stop"; alive=1
+        else
+            rm -f "$RUN/$d.pid"
+            log "stopped $d (pid $pid)"
+        fi
     done
+    [ "$alive" = 0 ] || die "left $RUN in place: a daemon still runs"
+    if [ -f "$MARK" ]; then
+        rm -rf "$RUN"
+        log "removed $RUN"
+    fi
 }
 
 start() {
     install_packages
     if status >/dev/null 2>&1; then
-        log "already running in $RUN"
-        cat "$RUN/env"
+        log "already running in $RUN: $(cat "$RUN/ports" 2>/dev/null)"
         return 0
     fi
     stop 2>/dev/null || true
-    for port in 3300 6789 "$RGW_PORT"; do
-        port_busy "$port" && die "port $port on 127.0.0.1 is in use: another cluster? (scripts/ceph-dev.sh stop)"
+    if [ -e "$RUN" ]; then
+        [ -f "$MARK" ] || die "$RUN exists and is not a run directory of this script: not touching it"
+        rm -rf "$RUN"
+    fi
+    local free
+    read -r -a free <<< "$(free_ports 3)"
+    MON_PORT=${DOSNA_CEPH_MON_PORT:-${free[0]}}
+    MON_V1_PORT=${DOSNA_CEPH_MON_V1_PORT:-${free[1]}}
+    RGW_PORT=${DOSNA_RGW_PORT:-${free[2]}}
+    for port in "$MON_PORT" "$MON_V1_PORT" "$RGW_PORT"; do
+        port_busy "$port" && die "port $port on 127.0.0.1 is in use (choose another with DOSNA_CEPH_MON_PORT, DOSNA_CEPH_MON_V1_PORT, DOSNA_RGW_PORT)"
     done
-    rm -rf "$RUN"
-    mkdir -p "$RUN/mon.a" "$RUN/mgr.x" "$RUN/osd.0" "$RUN/rgw.x"
+    mkdir -p -m 700 "$RUN"
+    touch "$MARK"
+    mkdir "$RUN/mon.a" "$RUN/mgr.x" "$RUN/osd.0" "$RUN/rgw.x"
     local fsid osd_uuid osd_secret access secret
     fsid=$(cat /proc/sys/kernel/random/uuid)
     write_conf "$fsid"
@@ -184,7 +225,7 @@ start() {
     ceph-authtool --create-keyring "$RUN/ceph.client.admin.keyring" --gen-key -n client.admin \
         --cap mon 'allow *' --cap osd 'allow *' --cap mds 'allow *' --cap mgr 'allow *' >/dev/null
     ceph-authtool "$RUN/ceph.mon..keyring" --import-keyring "$RUN/ceph.client.admin.keyring" >/dev/null
-    monmaptool --create --addv a '[v2:127.0.0.1:3300,v1:127.0.0.1:6789]' --fsid "$fsid" "$RUN/monmap" >/dev/null
+    monmaptool --create --addv a "$(mon_addr)" --fsid "$fsid" "$RUN/monmap" >/dev/null
     ceph-mon -c "$CONF" --mkfs -i a --monmap "$RUN/monmap" --keyring "$RUN/ceph.mon..keyring"
     ceph-mon -c "$CONF" -i a
     wait_for 30 "the monitor" ceph_cli mon stat
@@ -215,8 +256,9 @@ start() {
         --access-key="$access" --secret-key="$secret" >/dev/null
     write_env "$access" "$secret"
     for d in $DAEMONS; do pid_of "$d" >/dev/null || die "$d did not stay up (logs in $RUN)"; done
-    log "running: pool '$POOL', S3 at http://127.0.0.1:$RGW_PORT, config $CONF"
-    cat "$RUN/env"
+    echo "monitor $(mon_addr), S3 http://127.0.0.1:$RGW_PORT" > "$RUN/ports"
+    log "running in $RUN: pool '$POOL', monitor $(mon_addr), S3 at http://127.0.0.1:$RGW_PORT"
+    log "client environment (S3 key included): eval \"\$(scripts/ceph-dev.sh env)\""
 }
 
 case "${1:-}" in
@@ -224,5 +266,5 @@ case "${1:-}" in
     stop) stop ;;
     status) status ;;
     env) [ -f "$RUN/env" ] && cat "$RUN/env" || die "no cluster in $RUN (scripts/ceph-dev.sh start)" ;;
-    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 2 ;;
 esac

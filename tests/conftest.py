@@ -3,12 +3,17 @@
 By default every registered backend × engine that can run here; ``--dosna-backend``,
 ``--dosna-engine``, ``--dosna-connection`` and ``--dosna-connection-options
 key=value,...`` pick one (``run_tests.sh --backend ... --engine ...`` passes them).
+
+Tests that need the throw-away Ceph cluster carry the ``ceph`` or ``s3`` marker
+(``-m "ceph or s3"`` selects them, ``-m "not ceph and not s3"`` the rest).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 import uuid
 
 import pytest
@@ -37,6 +42,27 @@ def pytest_configure(config: pytest.Config) -> None:
             or os.environ.get("PMIX_RANK")
         )
         config.option.basetemp = tempfile.mkdtemp(prefix=f"dosna-pytest-rank{rank}-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under mpiexec: remove this rank's temporary directory once every rank is done
+    (the root's holds the directory all ranks share); kept when tests failed."""
+    path = session.config.stash.get(_OWN_BASETEMP, None)
+    if path is None or exitstatus != 0:
+        return
+    from mpi4py import MPI
+
+    done = MPI.COMM_WORLD.Ibarrier()
+    deadline = time.monotonic() + 60
+    while not done.Test():
+        if time.monotonic() > deadline:
+            return  # a rank is missing: leave the directory rather than pull it from under it
+        time.sleep(0.01)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +83,10 @@ ENGINE_VARIANTS = {
     "joblib-loky": ("joblib", {"njobs": 2, "jlbackend": "loky"}),
     "mpi": ("mpi", {}),
 }
+
+
+#: Backends whose tests need the throw-away Ceph cluster (each is also a pytest marker).
+OBJECT_STORES = ("ceph", "s3")
 
 
 def object_store_settings(backend: str) -> tuple[str | None, dict, str | None]:
@@ -100,10 +130,26 @@ def combinations(config: pytest.Config) -> list:
                 or registry.combination_problem(backend, engine, engine_kw)
             )
             marks = [pytest.mark.skip(reason=f"{backend} x {variant}: {why}")] if why else []
+            if backend in OBJECT_STORES:
+                marks.append(getattr(pytest.mark, backend))
             params.append(pytest.param((backend, engine, engine_kw), id=f"{backend}-{variant}", marks=marks))
     if not params:
         raise pytest.UsageError(f"no backend x engine matches {want_backend!r} x {want_engine!r}")
     return params
+
+
+def reference_combination(config: pytest.Config) -> tuple | None:
+    """The first combination this run tests (ram × cpu in a full run): the NumPy-oracle
+    property tests run all their cases on it and fewer, sharper ones elsewhere."""
+    if _REFERENCE not in config.stash:
+        config.stash[_REFERENCE] = next(
+            (p.values[0] for p in combinations(config) if all(m.name in OBJECT_STORES for m in p.marks)),
+            None,
+        )
+    return config.stash[_REFERENCE]
+
+
+_REFERENCE = pytest.StashKey[tuple | None]()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -35,6 +36,10 @@ def run_mpi(n: int, args: list[str], timeout: float = 300, env: dict | None = No
     killed and the test fails with everything the ranks printed.
     """
     clean = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED)}
+    # Given no HWLOC_XMLFILE, MPICH's mpiexec exports the topology to
+    # /tmp/hydra_hwloc_xmlfile_* and leaves it there when a job aborts; with one named
+    # (not there: each process then reads the topology itself) it writes none.
+    clean.setdefault("HWLOC_XMLFILE", os.path.join(tempfile.gettempdir(), "dosna-tests-no-hwloc-file.xml"))
     clean.update(env or {})
     cmd = [MPIEXEC, "-prepend-rank", "-n", str(n), *args]
     start = time.monotonic()

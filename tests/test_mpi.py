@@ -14,7 +14,15 @@ pytestmark = requires_mpiexec
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("backend,ranks", [("hdf5", 2), ("hdf5", 4), ("ceph", 2), ("s3", 2)])
+@pytest.mark.parametrize(
+    "backend,ranks",
+    [
+        ("hdf5", 2),
+        ("hdf5", 4),
+        pytest.param("ceph", 2, marks=pytest.mark.ceph),
+        pytest.param("s3", 2, marks=pytest.mark.s3),
+    ],
+)
 def test_conformance_suite_under_mpiexec(backend, ranks, tmp_path):
     """As in the original README: mpiexec -n N sh run_tests.sh --backend hdf5 --engine mpi --connection DIR."""
     connection = {

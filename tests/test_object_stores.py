@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -24,12 +25,20 @@ CEPH_CONF = os.environ.get("DOSNA_CEPH_CONF")
 POOL = os.environ.get("DOSNA_CEPH_POOL")
 S3_ENDPOINT = os.environ.get("DOSNA_S3_ENDPOINT")
 BUCKET = os.environ.get("DOSNA_S3_BUCKET")
-needs_ceph = pytest.mark.skipif(
-    not (CEPH_CONF and POOL), reason="no ceph cluster configured (run_tests.sh starts one)"
-)
-needs_s3 = pytest.mark.skipif(
-    not (S3_ENDPOINT and BUCKET), reason="no S3 endpoint configured (run_tests.sh starts one)"
-)
+
+
+def needs_ceph(test):
+    """Marked ``ceph``; skipped without the cluster."""
+    skip = pytest.mark.skipif(not (CEPH_CONF and POOL), reason="no ceph cluster configured (run_tests.sh starts one)")
+    return pytest.mark.ceph(skip(test))
+
+
+def needs_s3(test):
+    """Marked ``s3``; skipped without the cluster's S3 gateway."""
+    skip = pytest.mark.skipif(
+        not (S3_ENDPOINT and BUCKET), reason="no S3 endpoint configured (run_tests.sh starts one)"
+    )
+    return pytest.mark.s3(skip(test))
 
 
 def free_port() -> int:
@@ -73,9 +82,15 @@ def s3():
 @needs_ceph
 def test_ceph_dead_cluster_fails_within_timeout(tmp_path):
     conf = tmp_path / "dead.conf"
-    with open(CEPH_CONF) as f:
-        text = f.read().replace("127.0.0.1:3300", f"127.0.0.1:{free_port()}")
-    conf.write_text(text.replace("127.0.0.1:6789", f"127.0.0.1:{free_port()}"))
+    with open(CEPH_CONF) as f:  # the same cluster's config, its monitor moved to ports nobody listens on
+        text, moved = re.subn(
+            r"^mon host = .*$",
+            f"mon host = [v2:127.0.0.1:{free_port()},v1:127.0.0.1:{free_port()}]",
+            f.read(),
+            flags=re.M,
+        )
+    assert moved == 1
+    conf.write_text(text)
     start = time.monotonic()
     with pytest.raises(StoreUnavailableError, match="within 2 s"):
         dn.Connection(POOL, backend="ceph", conffile=str(conf), timeout=2).connect()
