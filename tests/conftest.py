@@ -152,6 +152,12 @@ def reference_combination(config: pytest.Config) -> tuple | None:
 _REFERENCE = pytest.StashKey[tuple | None]()
 
 
+@pytest.fixture
+def is_reference(combination, request) -> bool:
+    """Whether this test runs on :func:`reference_combination`."""
+    return combination == reference_combination(request.config)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "combination" in metafunc.fixturenames or "connection" in metafunc.fixturenames:
         metafunc.parametrize("combination", combinations(metafunc.config), scope="module")

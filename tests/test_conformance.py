@@ -1,15 +1,14 @@
 """The conformance suite on every backend × engine (see conftest.py for the selection)."""
 
 import pytest
-from conftest import reference_combination
 
 from dosna.testing import ConformanceSuite, _examples, index_cases
 
 
 class TestConformance(ConformanceSuite):
     @pytest.fixture(autouse=True)
-    def _is_reference(self, combination, request) -> None:
-        self.is_reference = combination == reference_combination(request.config)
+    def _is_reference(self, is_reference) -> None:
+        self.is_reference = is_reference
 
     def oracle_plan(self, connection, mode="numpy"):
         """All cases on the reference combination (ram × cpu, or the one selected); elsewhere
