@@ -256,3 +256,46 @@ def test_s3_invalid_bucket_names_refused_before_any_request():
     for bad in ["ab", "UPPER", "under_score", "-start", "end-", "a" * 64, "1.2.3.4", "a..b"]:
         with pytest.raises(InvalidNameError):
             dn.Connection(bad, backend="s3", endpoint_url="http://127.0.0.1:9")
+
+
+# -- stores that share a bucket or a pool under prefixes ------------------------------------------
+def _prefixed_stores_are_separate(url_a: str, url_b: str, **options) -> None:
+    """Two stores under prefixes of one bucket or pool: each sees only its own datasets, reached
+    again through its ``url``; a delete in one leaves the other whole; mode "r" writes nothing."""
+    from dosna.errors import ReadOnlyError
+
+    with dn.open(url_a, **options) as a, dn.open(url_b, **options) as b:
+        try:
+            a.create_dataset("x", data=np.arange(6.0).reshape(2, 3), chunk_size=(1, 3))
+            b.create_dataset("x", data=-np.arange(6.0).reshape(2, 3), chunk_size=(2, 2))
+            b.create_dataset("only-b", shape=(2,), dtype="i1")
+            assert a.datasets() == ["x"] and b.datasets() == ["only-b", "x"]
+            with dn.open(a.url, mode="r", **options) as again:
+                np.testing.assert_array_equal(again["x"][...], np.arange(6.0).reshape(2, 3))
+                with pytest.raises(ReadOnlyError):
+                    again["x"][0, 0] = 1.0
+                with pytest.raises(ReadOnlyError):
+                    again.create_dataset("y", shape=(1,))
+            a.del_dataset("x")
+            assert a.datasets() == [] and b.datasets() == ["only-b", "x"]
+            np.testing.assert_array_equal(b["x"][...], -np.arange(6.0).reshape(2, 3))
+        finally:
+            for con in (a, b):
+                for name in con.datasets():
+                    con.del_dataset(name)
+
+
+@needs_s3
+def test_s3_stores_under_prefixes_of_one_bucket_are_separate():
+    run = f"runs-{os.getpid()}"
+    _prefixed_stores_are_separate(
+        f"s3://{BUCKET}/{run}/a", f"s3://{BUCKET}/{run}", endpoint_url=S3_ENDPOINT, op_timeout=3
+    )
+
+
+@needs_ceph
+def test_ceph_stores_under_prefixes_of_one_pool_are_separate():
+    run = f"runs-{os.getpid()}"
+    _prefixed_stores_are_separate(
+        f"ceph://{POOL}/{run}/a", f"ceph://{POOL}/{run}", conffile=CEPH_CONF, op_timeout=3
+    )
