@@ -47,6 +47,7 @@ ds = con.create_dataset("ds", data=data, chunk_size=32)
 numpy_or_h5py_array = data
 block = data[36:80, 89:, :56] * 2
 mask = data[:, 0, 0] > 0
+mask3d = data > 1.5
 field = data.astype("f4")
 def acquisition():
     yield from np.zeros((3, 512, 512), "f4")
@@ -72,6 +73,15 @@ tensors = {"w1": w1, "b1": b1}
 with dn.open(f"store-{RUN}-{EXAMPLE}") as con:
     con.create_dataset("volume", data=np.arange(24.0).reshape(2, 3, 4), chunk_size=2)
     url = con.url
+""",
+    "docs/interop.md": """
+con = dn.open("/data/store")
+if "temp" not in con:
+    for name in ("temp", "rain"):
+        con.create_dataset(name, shape=(365, 18, 36), dtype="f4", chunks=(73, 18, 36)).dims = ("time", "lat", "lon")
+import xarray as xr
+ds = xr.open_dataset("/data/store", engine="dosna")
+da = xr.open_dataarray("/data/store::temp", engine="dosna")
 """,
     "docs/engines.md": """
 def compute_my_part():  # what a rank computes for its slab (a constant here)
@@ -160,7 +170,8 @@ def test_page_examples_run_twice(page, tmp_path):
         if not any(text in code for text in AT_FIXED_ADDRESSES)
     ]
     spec = tmp_path / "examples.json"
-    spec.write_text(json.dumps([examples, IMPORTS + SETUP.get(page, ""), os.path.join(ROOT, "examples")]))
+    setup = localize(IMPORTS + SETUP.get(page, ""), workdir)
+    spec.write_text(json.dumps([examples, setup, os.path.join(ROOT, "examples")]))
     runner = tmp_path / "run_examples.py"
     runner.write_text(textwrap.dedent(RUNNER))
     # a profile for the S3 example that names one (nothing is contacted: it only connects later)
