@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,8 @@ class Attributes(MutableMapping):
         ds._meta = meta
 
     def __getitem__(self, key: str) -> Any:
-        return self._current()[key]
+        # a copy: changing what was read changes nothing stored, as with h5py
+        return copy.deepcopy(self._current()[key])
 
     @refuses_read_only("change attributes")
     def __setitem__(self, key: str, value: Any) -> None:

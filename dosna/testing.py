@@ -186,7 +186,10 @@ def outer_oracle(data: np.ndarray, key: Any) -> np.ndarray:
                 if len(arr) not in (out.shape[axis], 0):  # NumPy lets an empty mask pass
                     raise IndexError("boolean index did not match")
                 arr = np.flatnonzero(arr)
-            out = np.take(out, arr.astype(np.intp), axis=axis)  # raises IndexError out of range
+            size = out.shape[axis]
+            if arr.size and not (-size <= arr.min() and arr.max() < size):  # np.take lets it pass on empty arrays
+                raise IndexError(f"index out of bounds for axis {axis} with size {size}")
+            out = np.take(out, arr.astype(np.intp), axis=axis)
             axis += 1
     return out
 

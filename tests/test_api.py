@@ -107,3 +107,14 @@ def test_auto_chunk_size_targets_a_mebibyte():
     for shape in [(10**7,), (3000, 3000), (100, 200, 300, 4)]:
         c = auto_chunk_size(shape, np.dtype("f8"))
         assert np.prod(c) * 8 <= 1 << 20
+
+
+def test_changing_a_value_read_from_attrs_changes_nothing_stored():
+    con = dn.Connection("attrs-copy", backend="ram").connect()
+    ds = con.create_dataset("a", shape=(2,), dtype="f4")
+    ds.attrs["steps"] = [1, 2]
+    ds.attrs["steps"].append(3)
+    dict(ds.attrs.items())["steps"].append(4)
+    assert ds.attrs["steps"] == [1, 2]
+    assert con["a"].attrs["steps"] == [1, 2]
+    con.del_dataset("a")

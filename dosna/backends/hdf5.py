@@ -246,11 +246,23 @@ def _raw_userblock_size(meta: DatasetMeta, nbytes: int) -> int:
 
 def _raw_crcs(meta: DatasetMeta, nbytes: int, ub: Any) -> tuple[int, ...]:
     """The block checksums an uncompressed chunk file's user block holds; CodecError if damaged."""
-    length, _, rest = _parse_userblock(ub, _KIND_RAW)
-    count = math.ceil(nbytes / meta.codec.checksum_block)
-    if length != nbytes or len(rest) < 4 * count:
+    try:
+        values = _raw_userblock_struct(nbytes, meta.codec.checksum_block).unpack_from(ub)
+    except struct.error:
+        raise CodecError("no dosna user block with checksums") from None
+    if values[0] != _UB_MAGIC:
+        raise CodecError("no dosna user block with checksums")
+    if values[1] != crc32c(memoryview(ub)[12:]):
+        raise CodecError("checksum mismatch in the user block")
+    if values[2:5] != (_KIND_RAW, nbytes, 0):
         raise CodecError("the user block does not describe this chunk")
-    return struct.unpack_from(f"<{count}I", rest)
+    return values[5:]
+
+
+@functools.lru_cache(maxsize=256)
+def _raw_userblock_struct(nbytes: int, block: int) -> struct.Struct:
+    """The head of a raw chunk's user block followed by its block crcs, unpacked in one call."""
+    return struct.Struct(_UB_HEAD.format + f"{math.ceil(nbytes / block)}I")
 
 
 def _write_all(fd: int, buffers: list) -> None:
@@ -624,7 +636,6 @@ class Hdf5Backend(Backend):
 
     def read_chunk_into(self, meta: DatasetMeta, idx: tuple[int, ...], out: np.ndarray) -> bool:
         """Read a whole chunk with one ``readv`` straight into ``out``."""
-        path = self.chunk_location(meta, idx)
         opened = self._open_chunk(meta, idx)
         if opened is None:
             return False
@@ -632,7 +643,7 @@ class Hdf5Backend(Backend):
         try:
             size = st.st_size
             if _compressed(meta):
-                self._read_compressed(meta, idx, path, fd, size, out)
+                self._read_compressed(meta, idx, self.chunk_location(meta, idx), fd, size, out)
                 return True
             header, offset, trailer = _template(out.shape, meta.dtype.str)
             ub_size = _raw_userblock_size(meta, out.nbytes)
@@ -654,9 +665,9 @@ class Hdf5Backend(Backend):
                         ):
                             raise CodecError("checksum mismatch in the chunk data")
                     except CodecError as exc:
-                        raise self._corrupt(meta, idx, path, str(exc)) from None
+                        raise self._corrupt(meta, idx, self.chunk_location(meta, idx), str(exc)) from None
                     return True
-            out[...] = self._load(meta, idx, path, fd, size)[0]
+            out[...] = self._load(meta, idx, self.chunk_location(meta, idx), fd, size)[0]
             return True
         finally:
             os.close(fd)

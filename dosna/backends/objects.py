@@ -12,8 +12,8 @@ read that verifies only the blocks it fetches.
 from __future__ import annotations
 
 import functools
-import math
 from abc import abstractmethod
+from typing import Any
 
 import numpy as np
 
@@ -47,16 +47,21 @@ class RangedRead:
     def __init__(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> None:
         shape = meta.stored_shape(idx)
         itemsize = meta.dtype.itemsize
-        strides = [itemsize * math.prod(shape[a + 1 :]) for a in range(len(shape))]
-        lo, hi, box = [], [], []
-        shifted: list = []
-        for s, n in zip(sel, shape):
+        strides = _c_strides(shape, itemsize)
+        offset = last_byte = 0
+        box: list[int] = []
+        shifted: list[Any] = []
+        self.empty = False
+        for s, n, stride in zip(sel, shape, strides):
             if isinstance(s, int):
-                first, last = s, s
+                first = last = s
                 shifted.append(0)
             elif isinstance(s, slice):
                 start, stop, step = s.indices(n)
                 count = len(range(start, stop, step))
+                if not count:
+                    self.empty = True
+                    count = 1
                 first, last = (
                     (start, start + (count - 1) * step) if step > 0 else (start + (count - 1) * step, start)
                 )
@@ -66,17 +71,26 @@ class RangedRead:
             else:
                 first, last = int(s.min()), int(s.max())
                 shifted.append(s - first)
-            lo.append(first)
-            hi.append(last)
+            offset += first * stride
+            last_byte += last * stride
             box.append(last - first + 1)
-        self.offset = sum(i * st for i, st in zip(lo, strides))
-        self.length = sum(i * st for i, st in zip(hi, strides)) + itemsize - self.offset
-        self.box, self.strides, self.sel, self.dtype = tuple(box), tuple(strides), tuple(shifted), meta.dtype
+        self.offset, self.length = offset, last_byte + itemsize - offset
+        self.full = strides[0] * shape[0] if shape else itemsize
+        self.box, self.strides, self.sel, self.dtype = tuple(box), strides, tuple(shifted), meta.dtype
 
-    def cut(self, raw: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
-        """The selection from the bytes of the range."""
-        view = np.ndarray(self.box, dtype=self.dtype, buffer=raw, strides=self.strides)
+    def cut(self, raw: bytes | bytearray | memoryview | np.ndarray, skip: int = 0) -> np.ndarray:
+        """The selection from the bytes of the range, which start ``skip`` bytes into ``raw``."""
+        view = np.ndarray(self.box, dtype=self.dtype, buffer=raw, offset=skip, strides=self.strides)
         return read_selection(view, self.sel)
+
+
+@functools.lru_cache(maxsize=256)
+def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    strides = []
+    for n in reversed(shape):
+        strides.append(itemsize)
+        itemsize *= n
+    return tuple(reversed(strides))
 
 
 def byte_span(shape: tuple[int, ...], itemsize: int, sel: ChunkSel) -> tuple[int, int]:
@@ -103,18 +117,10 @@ def byte_span(shape: tuple[int, ...], itemsize: int, sel: ChunkSel) -> tuple[int
 
 def ranged_read(meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel, fraction: float) -> RangedRead | None:
     """A :class:`RangedRead` when its range is at most ``fraction`` of the chunk, else None."""
-    if (
-        meta.codec.compressed
-        or not sel
-        or any(
-            isinstance(s, slice) and len(range(*s.indices(n))) == 0
-            for s, n in zip(sel, meta.stored_shape(idx))
-        )
-    ):
+    if meta.codec.compressed or not sel:
         return None
     plan = RangedRead(meta, idx, sel)
-    full = math.prod(meta.stored_shape(idx)) * meta.dtype.itemsize
-    return plan if plan.length <= full * fraction else None
+    return None if plan.empty or plan.length > plan.full * fraction else plan
 
 
 class EncodedObjectBackend(Backend):
@@ -169,7 +175,7 @@ class EncodedObjectBackend(Backend):
         if raw is None:
             return None
         try:
-            return ranged.cut(frames.unframe_range(raw, ranged.offset, ranged.length))
+            return ranged.cut(*frames.unframe_range(raw, ranged.offset, ranged.length))
         except CodecError as exc:
             raise self._corrupt(meta, idx, str(exc)) from None
 

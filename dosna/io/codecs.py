@@ -486,31 +486,36 @@ class Framing:
         else:
             flat[...] = np.frombuffer(view, np.uint8)
 
-    def unframe_range(self, stored: Any, offset: int, length: int) -> np.ndarray:
-        """The raw bytes ``[offset, offset + length)`` from the object range :meth:`stored_range` gave."""
-        _, expected = self.stored_range(offset, length)
+    def unframe_range(self, stored: Any, offset: int, length: int) -> tuple[Any, int]:
+        """The raw bytes ``[offset, offset + length)`` from the object range :meth:`stored_range` gave.
+
+        Returns ``(buffer, skip)``: the bytes start ``skip`` bytes into ``buffer``
+        (a view of ``stored`` where that needs no copy).
+        """
         view = memoryview(stored).cast("B")
         if not self.spec.checksum:
-            if len(view) != expected:
-                raise CodecError(f"range of {len(view)} bytes, expected {expected}")
-            return np.frombuffer(view, np.uint8)
-        first = offset // self.block
-        if len(view) > expected or len(view) < _CRC.size + 1:
-            raise CodecError(f"range of {len(view)} bytes, expected {expected}")
-        if len(view) <= self.block + _CRC.size:  # one block (a row, a few elements): no copy
-            data, (stored_crc,) = view[: -_CRC.size], _CRC.unpack_from(view, len(view) - _CRC.size)
-            if crc32c(data) != stored_crc:
+            if len(view) != length:
+                raise CodecError(f"range of {len(view)} bytes, expected {length}")
+            return view, 0
+        block = self.block
+        first = offset // block
+        skip = offset - first * block
+        size = len(view)
+        if size <= block + _CRC.size:  # one block (a row, a few elements): no copy
+            if size < _CRC.size + skip + length:
+                raise CodecError(f"range of {size} bytes, expected {self.stored_range(offset, length)[1]}")
+            data = view[: size - _CRC.size]
+            if (_crc_function or _crc_module())(data) != int.from_bytes(view[size - _CRC.size :], "little"):
                 raise CodecError(f"checksum mismatch in block {first}")
-            skip = offset - first * self.block
-            if skip + length > len(data):
-                raise CodecError("the object is shorter than the chunk")
-            return np.frombuffer(data, np.uint8, length, skip)
-        out = np.empty(len(view) - _CRC.size * math.ceil(len(view) / (self.block + _CRC.size)), np.uint8)
+            return data, skip
+        expected = self.stored_range(offset, length)[1]
+        if size > expected:
+            raise CodecError(f"range of {size} bytes, expected {expected}")
+        out = np.empty(size - _CRC.size * math.ceil(size / (block + _CRC.size)), np.uint8)
         self._deinterleave(view, first, out)
-        skip = offset - first * self.block
         if skip + length > out.size:
             raise CodecError("the object is shorter than the chunk")
-        return out[skip : skip + length]
+        return out, skip
 
     def _deinterleave(self, view: memoryview, first_block: int, out: np.ndarray) -> None:
         """Copy the data of interleaved blocks into ``out`` (uint8), verifying each checksum."""

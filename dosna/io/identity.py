@@ -12,6 +12,8 @@ into a dataset it was not opened on.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import DatasetChangedError, DatasetNotFoundError, MetadataCorruptError
@@ -24,12 +26,19 @@ __all__ = ["current_meta", "parse_meta"]
 def parse_meta(backend: ChunkBackend, name: str, raw: bytes) -> DatasetMeta:
     """Parse ``name``'s stored metadata; MetadataCorruptError (with its location) if it is bad."""
     try:
-        meta = DatasetMeta.from_json(raw)
+        meta = _from_json(bytes(raw))
     except (ValueError, TypeError, KeyError) as exc:
         raise MetadataCorruptError(name, backend.meta_location(name), str(exc)) from exc
     if meta.name != name:
         raise MetadataCorruptError(name, backend.meta_location(name), f"it names dataset {meta.name!r}")
     return meta
+
+
+@functools.lru_cache(maxsize=256)
+def _from_json(raw: bytes) -> DatasetMeta:
+    # Handles re-read the metadata before every operation; the same bytes are
+    # parsed once. DatasetMeta is frozen and its attrs are only ever copied.
+    return DatasetMeta.from_json(raw)
 
 
 def current_meta(backend: ChunkBackend, meta: DatasetMeta) -> DatasetMeta:
@@ -43,6 +52,8 @@ def current_meta(backend: ChunkBackend, meta: DatasetMeta) -> DatasetMeta:
     if raw is None:
         raise DatasetNotFoundError(f"dataset {meta.name!r} no longer exists in {backend.location}")
     now = parse_meta(backend, meta.name, raw)
+    if now is meta:
+        return meta
     same_fill = bool(np.array_equal(np.asarray(now.fillvalue), np.asarray(meta.fillvalue), equal_nan=True))
     if (now.uid, now.dtype, now.chunk_size, now.codec, now.format) != (
         meta.uid,
