@@ -19,6 +19,7 @@ __all__ = [
     "InvalidNameError",
     "InvalidOptionError",
     "MetadataCorruptError",
+    "ModelFileError",
     "ModelNotFoundError",
     "ModelStateError",
     "ReadOnlyError",
@@ -54,6 +55,10 @@ class ModelNotFoundError(DosnaError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class ModelFileError(DosnaError, ValueError):
+    """A file to import as a model version is not a safetensors or npz file of tensors dosna stores."""
 
 
 class ModelStateError(DosnaError, RuntimeError):

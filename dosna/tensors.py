@@ -70,9 +70,12 @@ from .errors import (
     DatasetNotFoundError,
     DosnaError,
     InvalidNameError,
+    InvalidOptionError,
     ModelNotFoundError,
     ModelStateError,
 )
+from .extras import require
+from .indexing import _is_tensor, as_numpy
 from .metadata import validate_dtype
 from .namespaces import owned_by
 
@@ -90,8 +93,10 @@ __all__ = [
     "ModelStore",
     "dataset_fingerprint",
     "export_npz",
+    "stored_tensors",
     "to_numpy_tensors",
     "validate_manifest",
+    "validate_model_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,6 +134,9 @@ _MANIFEST_KEYS = frozenset(
     }
 )
 _ENTRY_KEYS = frozenset({"name", "dataset", "shape", "dtype", "chunk_size"})
+#: optional entry key: the tensor's own dtype where NumPy has none (stored as its bit pattern)
+LOGICAL_DTYPES = {"bfloat16": "<u2"}
+FORMATS = ("numpy", "torch")
 _CHECKPOINT_KEYS = frozenset({"epoch", "tensors", "values"})
 
 
@@ -157,7 +165,8 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _validate_model_name(name: object) -> str:
+def validate_model_name(name: object) -> str:
+    """``name`` if it is a valid model name, else raise InvalidNameError."""
     if not isinstance(name, str):
         raise InvalidNameError(f"model name must be a str, not {type(name).__name__}")
     if not _MODEL_NAME.fullmatch(name):
@@ -211,11 +220,13 @@ class _Checker:
     def fail(self, location: str, reason: str) -> None:
         raise ModelCorruptError(self.where, location, reason)
 
-    def keys(self, doc: object, required: frozenset[str], location: str) -> dict[str, Any]:
+    def keys(
+        self, doc: object, required: frozenset[str], location: str, optional: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         if not isinstance(doc, dict):
             self.fail(location, f"expected an object, got {_kind(doc)}")
         assert isinstance(doc, dict)
-        missing, extra = sorted(required - set(doc)), sorted(set(doc) - required)
+        missing, extra = sorted(required - set(doc)), sorted(set(doc) - required - optional)
         if missing:
             self.fail(location, f"missing key(s) {', '.join(map(repr, missing))}")
         if extra:
@@ -245,7 +256,7 @@ class _Checker:
             self.fail(location, f"expected {expected!r}, got {value!r}")
 
     def entry(self, doc: object, dataset: str, location: str) -> dict[str, Any]:
-        entry = self.keys(doc, _ENTRY_KEYS, location)
+        entry = self.keys(doc, _ENTRY_KEYS, location, optional=frozenset({"logical_dtype"}))
         name = entry["name"]
         if not isinstance(name, str) or not name:
             self.fail(f"{location}['name']", f"expected a non-empty str, got {name!r}")
@@ -267,6 +278,11 @@ class _Checker:
             validate_dtype(np.dtype(dtype))
         except (TypeError, ValueError) as exc:
             self.fail(f"{location}['dtype']", str(exc))
+        if "logical_dtype" in entry and LOGICAL_DTYPES.get(entry["logical_dtype"]) != dtype:
+            self.fail(
+                f"{location}['logical_dtype']",
+                f"{entry['logical_dtype']!r} is not a logical dtype stored as {dtype!r}",
+            )
         return entry
 
     def tensor_list(self, value: object, dataset_of: Any, location: str) -> None:
@@ -337,32 +353,73 @@ def to_numpy_tensors(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Check and convert a mapping of name → tensor into NumPy arrays.
 
     Accepts NumPy arrays, anything :func:`numpy.asarray` takes, and torch
-    tensors (detached and moved to the CPU). Raises TypeError or ValueError
-    for names that are not non-empty strings and for unsupported dtypes, before
-    anything is stored.
+    tensors (detached and moved to the CPU, then converted as
+    :func:`dosna.indexing.as_numpy` does). Raises TypeError or ValueError for
+    names that are not non-empty strings and for unsupported dtypes (bfloat16
+    included: see :func:`stored_tensors`), before anything is stored.
+    """
+    return stored_tensors(tensors, bfloat16=False)[0]
+
+
+def stored_tensors(
+    tensors: Mapping[str, Any], bfloat16: bool = True
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors as the arrays the store writes, and the logical dtype of those that differ.
+
+    Like :func:`to_numpy_tensors`, but a torch ``bfloat16`` tensor, which has
+    no NumPy dtype, becomes its raw 16-bit pattern (``uint16``) with logical
+    dtype ``'bfloat16'``. With ``bfloat16=False`` such tensors are refused.
     """
     if not isinstance(tensors, Mapping):
         raise TypeError(f"tensors must be a mapping of name to array, not {type(tensors).__name__}")
     out: dict[str, np.ndarray] = {}
+    logical: dict[str, str] = {}
     for name, value in tensors.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"tensor names must be non-empty strings, got {name!r}")
-        if type(value).__module__.split(".")[0] == "torch":
-            value = value.detach().cpu()
-            try:
-                value = value.numpy()
-            except TypeError as exc:  # bfloat16 and friends have no NumPy dtype
-                raise TypeError(f"tensor {name!r}: {exc}; convert it to float32 first") from exc
+        if _is_tensor(value):
+            value = value.detach().cpu()  # the store moves tensors to the CPU
+            if bfloat16 and str(value.dtype) == "torch.bfloat16":
+                value = as_numpy(value.contiguous().view(_torch_int16())).view(np.uint16)
+                logical[name] = "bfloat16"
+            else:
+                try:
+                    value = as_numpy(value)
+                except TypeError as exc:
+                    raise TypeError(f"tensor {name!r}: {exc}") from exc
+        elif not isinstance(value, (np.ndarray, np.generic, int, float, complex, bool, list, tuple)):
+            raise TypeError(
+                f"tensor {name!r}: a {type(value).__name__} is not a tensor or array "
+                "(the store takes a state_dict of tensors: nested dicts such as optimizer state are not stored)"
+            )
         array = np.asarray(value)
         try:
             validate_dtype(array.dtype)
         except TypeError as exc:
             raise TypeError(f"tensor {name!r}: {exc}") from exc
         out[name] = array
-    return out
+    return out, logical
 
 
-def export_npz(path: str | os.PathLike[str], tensors: Mapping[str, Any]) -> str:
+def _torch_int16() -> Any:
+    import torch
+
+    return torch.int16
+
+
+def _to_torch(array: np.ndarray, logical: str | None) -> Any:
+    """A stored array as a torch tensor of its own dtype (a copy: tensors are writable)."""
+    import torch
+
+    tensor = torch.from_numpy(np.array(array, copy=True))
+    if logical == "bfloat16":
+        tensor = tensor.view(torch.int16).view(torch.bfloat16)
+    return tensor
+
+
+def export_npz(
+    path: str | os.PathLike[str], tensors: Mapping[str, Any], extra: Mapping[str, str] | None = None
+) -> str:
     """Write tensors to a ``.npz`` file that :func:`numpy.load` reads back, without pickle.
 
     Any tensor name works, including ``file`` (which :func:`numpy.savez`
@@ -375,6 +432,8 @@ def export_npz(path: str | os.PathLike[str], tensors: Mapping[str, Any]) -> str:
         Destination; ``.npz`` is appended when missing, as NumPy does.
     tensors : mapping of str to array
         The arrays, e.g. what :meth:`ModelStore.load` returns.
+    extra : mapping of str to str, optional
+        Text members to add, by member name (e.g. a JSON document).
 
     Returns
     -------
@@ -392,6 +451,8 @@ def export_npz(path: str | os.PathLike[str], tensors: Mapping[str, Any]) -> str:
             for name, array in arrays.items():
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, array, allow_pickle=False)
+            for member_name, text in (extra or {}).items():
+                zf.writestr(member_name, text.encode())
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
@@ -481,7 +542,7 @@ class ModelStore:
         (with a warning). Raises :class:`ModelNotFoundError` if the model has
         no version.
         """
-        _validate_model_name(model)
+        validate_model_name(model)
         versions = self._valid_versions(model, self._candidates().get(model, []))
         if not versions:
             known = ", ".join(self.models()) or "none"
@@ -498,7 +559,7 @@ class ModelStore:
             version = int(version)
         if version != "latest" and (not isinstance(version, (int, np.integer)) or isinstance(version, bool)):
             raise TypeError(f"version must be an int or 'latest', not {version!r}")
-        _validate_model_name(model)
+        validate_model_name(model)
         if version == "latest":
             candidates = self._candidates().get(model, [])
             for candidate in reversed(candidates):
@@ -530,7 +591,7 @@ class ModelStore:
 
     def history(self, model: str) -> list[dict[str, Any]]:
         """Every valid version's manifest, oldest first (:class:`ModelNotFoundError` if none)."""
-        _validate_model_name(model)
+        validate_model_name(model)
         found = []
         for v in self._candidates().get(model, []):
             manifest = self._valid_manifest(model, v)
@@ -546,7 +607,7 @@ class ModelStore:
         This is what a training run resumes. None when the model has no valid
         version or its newest one is finished.
         """
-        _validate_model_name(model)
+        validate_model_name(model)
         for candidate in reversed(self._candidates().get(model, [])):
             manifest = self._valid_manifest(model, candidate)
             if manifest is not None:
@@ -592,7 +653,12 @@ class ModelStore:
                 pass
 
     def _write_arrays(
-        self, manifest: Mapping[str, Any], arrays: Mapping[str, np.ndarray], role: str, dataset_of: Any
+        self,
+        manifest: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray],
+        role: str,
+        dataset_of: Any,
+        logical: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Store arrays as marked datasets; return their manifest entries.
 
@@ -623,6 +689,7 @@ class ModelStore:
                     "shape": list(array.shape),
                     "dtype": array.dtype.str,
                     "chunk_size": list(ds.chunk_size),
+                    **({"logical_dtype": logical[name]} if logical and name in logical else {}),
                 }
             )
         return entries
@@ -675,7 +742,7 @@ class ModelStore:
         parent : int, optional
             The version this one is fine-tuned from; it must exist.
         """
-        _validate_model_name(model)
+        validate_model_name(model)
         lineage = json.loads(json.dumps(dict(lineage or {})))  # JSON only, checked before writing
         if parent is not None:
             parent = self.resolve(model, parent)
@@ -741,26 +808,75 @@ class ModelStore:
         metrics: Mapping[str, Any] | None = None,
         parent: int | None = None,
     ) -> int:
-        """Save ``tensors`` as a new finished version of ``model``; return its number."""
-        arrays = to_numpy_tensors(tensors)
+        """Save ``tensors`` as a new finished version of ``model``; return its number.
+
+        ``tensors`` maps names to arrays or torch tensors, e.g. a module's
+        ``state_dict()``. Torch tensors are moved to the CPU; ``bfloat16``
+        ones are stored as their 16-bit patterns and come back as bfloat16 from
+        ``load(..., format="torch")``. Values that are not arrays or tensors
+        (nested dicts, strings, None) raise TypeError before anything is written.
+        """
+        arrays, logical = stored_tensors(tensors)
+        return self._save_stored(model, arrays, logical, lineage, metrics, parent)
+
+    def _save_stored(
+        self,
+        model: str,
+        arrays: Mapping[str, np.ndarray],
+        logical: Mapping[str, str],
+        lineage: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        parent: int | None = None,
+    ) -> int:
+        """:meth:`save` of arrays already checked and converted by :func:`stored_tensors`."""
         with self.begin(model, lineage=lineage, parent=parent) as run:
-            run.finish(arrays, metrics=metrics)
+            run._finish(arrays, logical, metrics)
         return run.version
 
-    def load(self, model: str, version: int | str = "latest") -> dict[str, np.ndarray]:
+    def load(self, model: str, version: int | str = "latest", format: str = "numpy") -> dict[str, Any]:
         """The tensors of a finished version, bit-exact, in the order they were saved.
+
+        Parameters
+        ----------
+        model, version
+            Which version (``'latest'``: the newest finished one).
+        format : {"numpy", "torch"}
+            ``"numpy"``: NumPy arrays (a bfloat16 tensor raises TypeError: NumPy
+            has no such dtype). ``"torch"``: CPU torch tensors of the saved
+            dtypes, bfloat16 included, for ``module.load_state_dict``; needs
+            PyTorch (the ``torch`` extra).
 
         Raises :class:`ModelCorruptError` if a tensor's dataset is missing, is
         not the one the store wrote for this version, or differs in shape or
-        dtype from the manifest.
+        dtype from the manifest; :class:`~dosna.errors.InvalidOptionError` (a
+        ValueError) for another ``format``.
         """
+        if format not in FORMATS:
+            raise InvalidOptionError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
+        if format == "torch":
+            require("torch", "torch", "ModelStore.load(format='torch')")
+        manifest, arrays = self.load_stored(model, version)
+        logical = {e["name"]: e["logical_dtype"] for e in manifest["tensors"] if "logical_dtype" in e}
+        if format == "torch":
+            return {name: _to_torch(a, logical.get(name)) for name, a in arrays.items()}
+        for name, dtype in logical.items():
+            raise TypeError(
+                f"tensor {name!r} of model {model!r} is {dtype}, which NumPy has no dtype for: "
+                "load it with format='torch'"
+            )
+        return arrays
+
+    def load_stored(
+        self, model: str, version: int | str = "latest"
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The manifest and the arrays as stored (bfloat16 as ``uint16`` bit patterns)."""
         manifest = self.manifest(model, version)
         if manifest["state"] != FINISHED:
             raise ModelStateError(
                 f"model {model!r} version {manifest['version']} is {manifest['state']}, not finished"
                 + (f": {manifest['error']}" if manifest.get("error") else "")
             )
-        return self._read_arrays(manifest, manifest["tensors"], "tensor", "manifest['tensors']")
+        return manifest, self._read_arrays(manifest, manifest["tensors"], "tensor", "manifest['tensors']")
 
     def delete(self, model: str, version: int) -> None:
         """Delete one version; other versions and every other dataset stay.
@@ -871,10 +987,15 @@ class ModelRun:
 
     def finish(self, tensors: Mapping[str, Any], metrics: Mapping[str, Any] | None = None) -> None:
         """Store the tensors and mark the version finished (its checkpoint is then deleted)."""
-        arrays = to_numpy_tensors(tensors)
+        arrays, logical = stored_tensors(tensors)
+        self._finish(arrays, logical, metrics)
+
+    def _finish(
+        self, arrays: Mapping[str, np.ndarray], logical: Mapping[str, str], metrics: Mapping[str, Any] | None
+    ) -> None:
         manifest = self._running()
         entries = self.store._write_arrays(
-            manifest, arrays, "tensor", lambda i: _tensor_dataset(self.model, self.version, i)
+            manifest, arrays, "tensor", lambda i: _tensor_dataset(self.model, self.version, i), logical
         )
         cp = manifest["checkpoint"]
         stale = manifest["stale"] + ([] if cp is None else [e["dataset"] for e in cp["tensors"]])

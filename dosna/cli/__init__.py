@@ -4,7 +4,7 @@
     dosna info    NAME --backend hdf5 --connection DIR
     dosna show    NAME --index "0,:,:" -o slice.png --backend hdf5 --connection DIR
     dosna train   --x digits.x --y digits.y --learner mlp --epochs 20 --backend hdf5 --connection DIR
-    dosna models  list|show|load|delete ... --backend hdf5 --connection DIR
+    dosna models  list|show|load|export|import|delete ... --backend hdf5 --connection DIR
     dosna bench   --shape 512,512,512 --chunks 32,64,128 --pattern full-read --backend hdf5 --connection DIR
     dosna fsck    DIR [--repair] [--min-age SECONDS] [--chunks]
     dosna copy    DIR::volume volume.zarr          (dosna stores, zarr, HDF5 files: LOCATION::PATH)

@@ -1,4 +1,4 @@
-"""``dosna models list|show|load|delete``: the models saved in a store."""
+"""``dosna models list|show|load|export|import|delete``: the models saved in a store."""
 
 from __future__ import annotations
 
@@ -54,6 +54,21 @@ def _models(args: argparse.Namespace) -> int:
                 path = export_npz(args.output, tensors)
                 shapes = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in tensors.items())
                 print(f"wrote {len(tensors)} tensors to {path}: {shapes}")
+        elif args.action in ("export", "import"):
+            from ..model_files import export_model, import_model
+
+            if args.action == "export":
+                done = export_model(store, args.name, args.output, args.model_version, args.format)
+            else:
+                done = import_model(store, args.file, args.name, args.format)
+            if root and args.json:
+                print_json(done)
+            elif root:
+                verb = "exported" if args.action == "export" else "imported"
+                print(
+                    f"{verb} {done['model']} version {done['version']} "
+                    f"({len(done['tensors'])} tensors, {done['format']}): {done['path']}"
+                )
         else:
             store.delete(args.name, args.model_version)
             if root:
@@ -63,7 +78,7 @@ def _models(args: argparse.Namespace) -> int:
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     """Add ``models`` and its actions to ``sub``, the sub-parsers of the ``dosna`` command."""
-    models = sub.add_parser("models", help="list, show, load or delete saved models")
+    models = sub.add_parser("models", help="list, show, load, export, import or delete saved models")
     models.set_defaults(handler=_models)
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     mlist = msub.add_parser("list", help="every model version with its state and metrics")
@@ -78,6 +93,20 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     mload.add_argument("name")
     mload.add_argument("--version", dest="model_version", default="latest")
     mload.add_argument("-o", "--output", required=True, help="the .npz file to write")
+    formats = "safetensors or npz (default: from the file's suffix)"
+    mexport = msub.add_parser("export", help="write a version's tensors and lineage to a safetensors or npz file")
+    add_json_argument(mexport)
+    add_connection_arguments(mexport, mode="r")
+    mexport.add_argument("name")
+    mexport.add_argument("--version", dest="model_version", default="latest")
+    mexport.add_argument("--format", choices=("safetensors", "npz"), help=formats)
+    mexport.add_argument("-o", "--output", required=True, help="the file to write")
+    mimport = msub.add_parser("import", help="save a safetensors or npz file's tensors as a new version")
+    add_json_argument(mimport)
+    add_connection_arguments(mimport, mode="a")
+    mimport.add_argument("file")
+    mimport.add_argument("--name", required=True, help="the model to add a version to")
+    mimport.add_argument("--format", choices=("safetensors", "npz"), help=formats)
     mdel = msub.add_parser("delete", help="delete one version")
     add_connection_arguments(mdel, mode="r+")
     mdel.add_argument("name")
