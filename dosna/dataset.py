@@ -272,6 +272,44 @@ class Dataset:
         """Read a selection with NumPy's indexing: basic, integer arrays and boolean masks."""
         return arrays.read(self.engine, self._io(), key)
 
+    def read_direct(self, dest: np.ndarray, source_sel: Any = None, dest_sel: Any = None) -> None:
+        """Read ``self[source_sel]`` into ``dest[dest_sel]``, as h5py's ``read_direct``.
+
+        Reading into memory that is already there (a buffer reused from one read
+        to the next) avoids the cost of fresh pages, which on many machines is
+        larger than the copy itself.
+
+        Parameters
+        ----------
+        dest : numpy.ndarray
+            A writeable array. Values are converted to its dtype where it
+            differs from the dataset's (as NumPy's ``astype``).
+        source_sel, dest_sel : index, optional
+            What to read (default: everything) and where to put it (default:
+            all of ``dest``); ``dest_sel`` must select a view (basic slicing).
+            The two selections must have the same shape.
+
+        Raises
+        ------
+        TypeError
+            If ``dest`` is not a writeable NumPy array, or ``dest_sel`` would copy.
+        ValueError
+            If the shapes of the two selections differ.
+        """
+        if not isinstance(dest, np.ndarray) or not dest.flags.writeable:
+            raise TypeError(f"dest must be a writeable NumPy array, not {type(dest).__name__}")
+        target = dest if dest_sel is None else dest[dest_sel]
+        if not isinstance(target, np.ndarray) or (target.size and not np.shares_memory(target, dest)):
+            raise TypeError("dest_sel must select a view of dest (slices and integers), not a copy")
+        key = Ellipsis if source_sel is None else source_sel
+        if target.dtype != self.dtype:
+            values = self[key]
+            if np.shape(values) != target.shape:
+                raise ValueError(f"the selection is {np.shape(values)}, dest[dest_sel] is {target.shape}")
+            target[...] = values
+            return
+        arrays.read(self.engine, self._io(), key, out=target)
+
     @property
     def oindex(self) -> Indexer:
         """Orthogonal indexing, as zarr's ``oindex``: each 1-D array selects on its own axis.

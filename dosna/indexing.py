@@ -301,12 +301,16 @@ class Selection:
             out = out.reshape(self.numpy_shape)
         return out[()] if self.scalar else out
 
-    def from_numpy(self, value: np.ndarray) -> np.ndarray:
-        """Turn a value shaped like NumPy's result into the canonical layout."""
+    def from_numpy(self, value: np.ndarray, copy: bool | None = None) -> np.ndarray:
+        """Turn a value shaped like NumPy's result into the canonical layout.
+
+        With ``copy=False`` the result is a view of ``value`` (writing into it
+        writes into ``value``), or ValueError where that would need a copy.
+        """
         if self.move is not None:
             assert self.moved_shape is not None
-            value = np.moveaxis(value.reshape(self.moved_shape), self.move[1], self.move[0])
-        return value.reshape(self.shape)
+            value = np.moveaxis(np.reshape(value, self.moved_shape, copy=copy), self.move[1], self.move[0])
+        return np.reshape(value, self.shape, copy=copy)
 
 
 def _dim_parts(d: Dim) -> list[Any]:

@@ -528,6 +528,39 @@ class ConformanceSuite:
         with pytest.raises(IndexError):
             ds.oindex[[[0, 1]], 0]  # oindex takes 1-D arrays only
 
+    def test_read_direct_fills_the_callers_buffer(self, connection: Connection) -> None:
+        data = random_array((9, 7, 4), "f4", 15)
+        ds = connection.create_dataset(self.new_name("direct"), data=data, chunk_size=(4, 3, 2))
+        buffer = np.full(data.shape, -1, "f4")
+        ds.read_direct(buffer)
+        assert _same(buffer, data)
+        keys: list[Any] = [
+            np.s_[2:7, ::2, 1],
+            np.s_[::-2, [0, 5, 2], :],
+            (slice(1, 3), [1, 4], [0, 3]),  # advanced indices apart: NumPy moves their axis first
+            (Ellipsis, np.array([True, False, True, True])),
+            np.s_[3, 4, 2],
+        ]
+        for key in keys:
+            out = np.full(data[key].shape, -1, "f4")
+            ds.read_direct(out, key)
+            assert _same(out, np.asarray(data[key])), key
+        reused = np.zeros((12, 12, 12), "f8")  # another dtype, into part of a larger array
+        ds.read_direct(reused, np.s_[1:4, 2:6, :], np.s_[5:8, 0:4, 3:7])
+        assert _same(reused[5:8, 0:4, 3:7], data[1:4, 2:6, :].astype("f8"))
+        assert not reused[:5].any() and not reused[8:].any()
+        strided = np.zeros((18, 7, 4), "f4")[::2]  # not contiguous: filled in place all the same
+        ds.read_direct(strided)
+        assert _same(strided, data)
+        untouched = np.full((2, 2), 7, "f4")
+        with pytest.raises(ValueError):
+            ds.read_direct(untouched, np.s_[:3, :3, 0])
+        with pytest.raises(TypeError):
+            ds.read_direct(untouched, np.s_[:2, :2, 0], ([0, 1], slice(None)))
+        with pytest.raises(TypeError):
+            ds.read_direct(data.tolist())
+        assert (untouched == 7).all()
+
     def test_astype_iter_chunks_and_no_copy(self, connection: Connection) -> None:
         data = random_array((7, 5), "f8", 14)
         ds = connection.create_dataset(self.new_name("astype"), data=data, chunk_size=(3, 2))

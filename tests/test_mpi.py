@@ -32,7 +32,8 @@ def test_conformance_suite_under_mpiexec(backend, ranks, tmp_path):
     }[backend]
     if not connection:
         pytest.skip(f"no {backend} store configured (run_tests.sh starts a throw-away Ceph cluster)")
-    examples = "150" if backend == "hdf5" else "50"
+    # the chunk path of ceph and s3 is tested at length beside; here the collective paths
+    examples = "150" if backend == "hdf5" else "20"
     command = ["sh", os.path.join(ROOT, "run_tests.sh"), "--backend", backend, "--engine", "mpi"]
     result = run_mpi(
         ranks,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetExistsError, DatasetNotFoundError, MetadataCorruptError
-from ..indexing import plan, prepare_values
+from ..indexing import Selection, plan, prepare_values
 from ..metadata import DatasetMeta
 from ..progress import track
 from .chunks import ChunkIO
@@ -65,11 +65,36 @@ def _all_chunks(meta: DatasetMeta) -> list[ChunkIndex]:
 
 
 # -- slicing -------------------------------------------------------------------------------
-def read(engine: TaskEngine, chunks: ChunkIO, key: Any, mode: str = "numpy") -> Any:
-    """``array[key]`` with NumPy's indexing, or ``oindex``/``vindex`` (``mode``, see :func:`~dosna.indexing.plan`)."""
+def read(
+    engine: TaskEngine, chunks: ChunkIO, key: Any, mode: str = "numpy", out: np.ndarray | None = None
+) -> Any:
+    """``array[key]`` with NumPy's indexing, or ``oindex``/``vindex`` (``mode``, see :func:`~dosna.indexing.plan`).
+
+    With ``out`` (an array of the dataset's dtype and the selection's shape) the
+    values are read into it, in place where its layout allows, and ``out`` is returned.
+    """
     meta = chunks.meta
     sel = plan(key, meta.shape, meta.chunk_size, mode)
-    out = np.empty(sel.shape, meta.dtype)
+    if out is not None:
+        if out.shape != sel.numpy_shape or out.dtype != meta.dtype:
+            raise ValueError(
+                f"the selection is {sel.numpy_shape} of {meta.dtype}; out is {out.shape} of {out.dtype}"
+            )
+        try:
+            target = sel.from_numpy(out, copy=False)
+        except ValueError:  # a layout the chunks cannot be written into without a copy
+            np.copyto(out, read(engine, chunks, key, mode))
+            return out
+        _gather(engine, chunks, sel, target)
+        return out
+    result = np.empty(sel.shape, meta.dtype)
+    _gather(engine, chunks, sel, result)
+    return sel.to_numpy(result)
+
+
+def _gather(engine: TaskEngine, chunks: ChunkIO, sel: Selection, out: np.ndarray) -> None:
+    """Read selection ``sel`` into ``out`` (its canonical layout)."""
+    meta = chunks.meta
     if sel.size:
         threads = _read_threads(chunks.backend, sel.size * meta.dtype.itemsize, sel.chunk_count())
         chunks.missing_seen = False
@@ -77,7 +102,6 @@ def read(engine: TaskEngine, chunks: ChunkIO, key: Any, mode: str = "numpy") -> 
         # workers in other processes cannot tell us whether they found a chunk missing
         if chunks.missing_seen or not getattr(engine, "shares_memory", False):
             current_meta(chunks.backend, meta)
-    return sel.to_numpy(out)
 
 
 def still_there(engine: TaskEngine, chunks: ChunkIO) -> None:
