@@ -12,7 +12,10 @@ Workloads (the sizes of ../docs/benchmarks.md):
 
 dosna runs with its defaults (checksums on); ``dosna-<backend>-nocrc`` is the
 same with ``checksum=False``, so the cost of checksums is a ratio of two dosna
-rows of one run.
+rows of one run. ``dosna-<backend>-direct`` reads with ``read_direct`` into
+buffers it reuses. ``numpy-copy`` (into fresh memory) and ``numpy-copy-warm``
+(into memory touched before) are the physical limits: every in-memory and file
+system's write and full read is also shown as a share of both.
 
 When the dev Ceph cluster runs (``eval "$(scripts/ceph-dev.sh env)"``), dosna's
 ceph and s3 backends join, next to zarr on the same radosgw (obstore client).
@@ -98,13 +101,49 @@ class System:
 
 
 class NumpyCopy(System):
-    name, family = "numpy-copy", "memory"
+    """The physical limit of a system that copies: NumPy copying the same bytes.
+
+    ``numpy-copy`` copies into fresh memory every time (the write into a new
+    array, a read as ``array[key].copy()``): it pays the page faults a reader
+    that returns new arrays pays. ``numpy-copy-warm`` copies into memory that was
+    touched before (``np.copyto`` into a pre-faulted buffer): the memory
+    bandwidth limit, to which dosna's ``read_direct`` can come close.
+    """
+
+    name, family = "numpy-copy", "limit"
+
+    def __init__(self, workdir: str, warm: bool = False) -> None:
+        super().__init__(workdir)
+        self.warm = warm
+        if warm:
+            self.name = "numpy-copy-warm"
 
     def create(self, wl):
         self.array = np.empty(wl.shape, "f4")
+        self.buffers: dict = {}
+        if self.warm:
+            self.array.fill(0)
+
+    def write(self, data):
+        if not self.warm:
+            self.array = np.empty(data.shape, data.dtype)
+        np.copyto(self.array, data)
 
     def read(self, key):
-        return self.array[key].copy()
+        if not self.warm:
+            return self.array[key].copy()
+        source = self.array[key]
+        out = warm_buffer(self.buffers, source.shape, source.dtype)
+        np.copyto(out, source)
+        return out
+
+
+def warm_buffer(buffers: dict, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A buffer of ``shape`` reused from one read to the next (touched once, when made)."""
+    out = buffers.get(shape)
+    if out is None:
+        out = buffers[shape] = np.zeros(shape, dtype)
+    return out
 
 
 class DosnaSystem(System):
@@ -219,6 +258,20 @@ class ZarrS3System(System):
         )
 
 
+class DosnaDirect(DosnaSystem):
+    """dosna reading with ``read_direct`` into buffers reused from one read to the next."""
+
+    def __init__(self, workdir, backend):
+        super().__init__(workdir, backend, "direct", suffix="-direct")
+        self.buffers: dict = {}
+
+    def read(self, key):
+        shape = np.broadcast_to(np.float32(0), self.array.shape)[key].shape
+        out = warm_buffer(self.buffers, shape, self.array.dtype)
+        self.array.read_direct(out, key)
+        return out
+
+
 def object_store_systems(workdir: str) -> list[System]:
     """dosna on ceph and s3 (checksums on and off), and zarr on the same S3 endpoint, when the
     dev cluster runs (``eval "$(scripts/ceph-dev.sh env)"``)."""
@@ -273,12 +326,15 @@ def make_systems(workdir: str, wanted: list[str] | None) -> list[System]:
     zstd = {"compression": "zstd", "compression_opts": 3, "shuffle": True}
     systems: list[System] = [
         NumpyCopy(workdir),
+        NumpyCopy(workdir, warm=True),
         DosnaSystem(workdir, "ram", "memory"),
         DosnaSystem(workdir, "ram", "nocrc", suffix="-nocrc", create=nocrc),
+        DosnaDirect(workdir, "ram"),
         ZarrSystem(workdir, local=False),
         TensorStoreSystem(workdir, file=False),
         DosnaSystem(workdir, "hdf5", "file"),
         DosnaSystem(workdir, "hdf5", "nocrc", suffix="-nocrc", create=nocrc),
+        DosnaDirect(workdir, "hdf5"),
         ZarrSystem(workdir, local=True),
         TensorStoreSystem(workdir, file=True),
         H5pySystem(workdir),
@@ -355,8 +411,11 @@ def run_ops(system: System, wl: Workload, rng_seed: int) -> dict[str, tuple[floa
     return out
 
 
+#: the physical limits every in-memory and file system is shown against (write and full read)
+LIMITS = ["numpy-copy", "numpy-copy-warm"]
+
 PEERS = {
-    "memory": ["numpy-copy", "tensorstore-memory", "zarr-memory"],
+    "memory": ["tensorstore-memory", "zarr-memory"],
     "file": ["tensorstore-file", "zarr-local", "h5py"],
     "object": ["zarr-s3"],
     "codec": ["zarr-local-zstd", "h5py-zstd"],
@@ -459,7 +518,14 @@ def summarise(times: dict, systems: list[System], workloads: list[Workload]) -> 
                         if op in rates[name]
                     }
                 continue
-            for peer in PEERS[families[name]]:
+            for limit in LIMITS:  # the share of the physical limit, for each memory and file system
+                if limit in rates and families[name] in ("memory", "file", "direct"):
+                    ratios[f"{name} / {limit}"] = {
+                        op: rates[name][op]["best"] / rates[limit][op]["best"]
+                        for op in ("write", "read")
+                        if op in rates[name] and op in rates[limit]
+                    }
+            for peer in PEERS.get(families[name], []):
                 if peer not in rates:
                     continue
                 ratios[f"{name} / {peer}"] = {
