@@ -179,7 +179,7 @@ def outer_oracle(data: np.ndarray, key: Any) -> np.ndarray:
         elif isinstance(k, (int, np.integer)):
             if not -out.shape[axis] <= k < out.shape[axis]:
                 raise IndexError(f"index {k} is out of bounds")
-            out = np.take(out, k, axis=axis)
+            out = out[(slice(None),) * axis + (k, Ellipsis)]  # a 0-d array, not a native scalar
         else:
             arr = np.asarray(k)
             if arr.dtype == bool:

@@ -40,6 +40,7 @@ class Watch:
     """Every open, read, write, create, delete or rename inside one directory (inotify)."""
 
     _MASK = 0x00000FFF  # IN_ALL_EVENTS
+    CLOSED_DIRECTORY = 0x40000010  # IN_ISDIR | IN_CLOSE_NOWRITE
 
     def __init__(self, directory: Path) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -442,7 +443,10 @@ def test_dataset_directory_that_is_a_symlink_is_not_followed(con, tmp_path, outs
         with pytest.raises(MetadataCorruptError):
             del con["d"]
         for watch in watches:
-            assert watch.events() == []
+            # A descriptor of the chunk directory, opened while it was in the store, may
+            # be closed once dosna sees it moved: that close alone reads nothing (any
+            # open, read or write would show as its own event).
+            assert [e for e in watch.events() if e[1] != Watch.CLOSED_DIRECTORY] == []
     finally:
         for watch in watches:
             watch.close()

@@ -205,3 +205,31 @@ def test_load_from_h5py_streams_with_bounded_memory(con, tmp_path):
         assert peak < 8 * 128 * 1024, f"peak {peak} bytes for 128 KiB chunks"  # a few chunks
         for i in range(0, shape[0], 64):
             np.testing.assert_array_equal(ds[i : i + 64], src[i : i + 64])
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_kept_directory_descriptors_are_bounded_and_closed_with_their_dataset(tmp_path):
+    con = dn.Connection("fds", backend="hdf5", directory=str(tmp_path)).connect()
+    before = _open_fds()
+    datasets = [con.create_dataset(f"d{i}", data=np.full((4, 4), i), chunk_size=2) for i in range(80)]
+    for ds in datasets:  # whole chunks: read, not kept mapped
+        np.testing.assert_array_equal(ds[...], np.full((4, 4), int(ds.name[1:])))
+    kept = _open_fds() - before
+    assert 0 < kept <= 64  # at most one per chunk directory, and at most 64 of them
+    for ds in datasets:
+        con.del_dataset(ds.name)
+    assert _open_fds() == before
+    moved = con.create_dataset("m", data=np.ones((4, 4)), chunk_size=2)
+    assert moved[...].all()
+    area = tmp_path / "fds" / "m"
+    os.rename(area, tmp_path / "elsewhere")  # the dataset leaves the store: its chunks are not read there
+    os.mkdir(area)
+    with pytest.raises(dn.DatasetNotFoundError):
+        moved[...]
+    assert con.backend.read_chunk(moved.meta, (0, 0)) is None
+    con.disconnect()
+    assert _open_fds() == before

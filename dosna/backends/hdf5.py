@@ -64,6 +64,7 @@ from ..io.codecs import CodecError, CodecSpec, Framing, crc32c
 from ..metadata import DatasetMeta
 from . import hdf5_leftovers
 from .base import Backend, IOHints, Leftover, chunk_area, chunk_key, parse_chunk_key
+from .dir_fds import DirDescriptors
 from .objects import byte_span, framing
 
 try:
@@ -381,6 +382,7 @@ class Hdf5Backend(Backend):
         self.cache_size = cache_size
         self.io_threads = max(1, int(io_threads))
         self._cache = _MappedChunks(cache_size)
+        self._dir_fds = DirDescriptors()
 
     @property
     def hints(self) -> IOHints:
@@ -388,12 +390,13 @@ class Hdf5Backend(Backend):
 
     def __getstate__(self) -> dict:  # for process pools: options only, no mappings
         state = self.__dict__.copy()
-        del state["_cache"]
+        del state["_cache"], state["_dir_fds"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._cache = _MappedChunks(self.cache_size)
+        self._dir_fds = DirDescriptors()
 
     @property
     def location(self) -> str:
@@ -411,6 +414,7 @@ class Hdf5Backend(Backend):
 
     def disconnect(self) -> None:
         self._cache.clear()
+        self._dir_fds.clear()
 
     # -- paths -----------------------------------------------------------------
     # Every file is opened relative to its dataset's directory, which is opened
@@ -470,12 +474,15 @@ class Hdf5Backend(Backend):
 
     @contextlib.contextmanager
     def _dir(self, area: str, create: bool = False) -> Iterator[int | None]:
-        fd = self._open_dir(area, create)
+        if "/" in area:  # "dataset/uid": one incarnation's chunks, its descriptor can be kept
+            fd, done = self._dir_fds.use(area, lambda: self._open_dir(area, create))
+        else:  # a dataset's directory: the name may be deleted and created again
+            fd = self._open_dir(area, create)
+            done = (lambda: os.close(fd)) if fd is not None else (lambda: None)
         try:
             yield fd
         finally:
-            if fd is not None:
-                os.close(fd)
+            done()
 
     def _write_file(self, dir_fd: int, name: str, buffers: list, exclusive: bool = False) -> None:
         """Write ``buffers`` to ``name`` in ``dir_fd`` through a temporary file and an atomic rename."""
@@ -561,6 +568,7 @@ class Hdf5Backend(Backend):
         if meta.uid is None:
             super().purge_uncommitted(meta)
         else:
+            self._dir_fds.discard_under(chunk_area(meta))
             shutil.rmtree(self._chunk_dir(meta), ignore_errors=True)  # never follows links
             self._cache.discard_under(self._chunk_dir(meta) + os.sep)
         with contextlib.suppress(OSError):  # only if empty: another creation may be using it
@@ -586,6 +594,7 @@ class Hdf5Backend(Backend):
         except FileNotFoundError:
             raise DatasetNotFoundError(f"dataset {dataset!r} does not exist in {self.root}") from None
         self._cache.discard_under(path + os.sep)
+        self._dir_fds.discard_under(dataset + "/")
         shutil.rmtree(trash, ignore_errors=True)  # never follows links
 
     # -- store maintenance -----------------------------------------------------
@@ -595,6 +604,7 @@ class Hdf5Backend(Backend):
     def remove_leftover(self, item: Leftover) -> None:
         hdf5_leftovers.remove(self.root, META_FILE, item)
         self._cache.discard_under(item.location)
+        self._dir_fds.discard_under(os.path.relpath(item.location, self.root).replace(os.sep, "/"))
 
     def _committed_uid(self, dataset: str) -> tuple[bool | None, str | None]:
         try:
