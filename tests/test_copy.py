@@ -214,6 +214,8 @@ def test_bad_endpoints_are_refused_before_anything_is_written(tmp_path):
         dn.copy(f"{store}::missing", os.path.join(str(tmp_path), "o.zarr"))
     with pytest.raises(DatasetNotFoundError):
         dn.copy(os.path.join(str(tmp_path), "none.zarr"), con, name="z")
+    with pytest.raises(ValueError, match="local directories or s3://"):
+        dn.copy(f"{store}::a", "gs://bucket/o.zarr")
     for bad in ("../evil", "models.m.v1"):  # unsafe, and the model store's namespace
         with pytest.raises(dn.InvalidNameError):
             dn.copy(f"{store}::a", f"{store}::{bad}")
@@ -271,3 +273,97 @@ sys.stdout.flush()
     assert result.returncode == 0, str(result)
     for rank in (0, 1):
         assert f"copied-on-rank-{rank}" in result.output, str(result)
+
+
+# -- zarr stores on S3 (the dev cluster's radosgw) --------------------------------------------
+S3_ENDPOINT = os.environ.get("DOSNA_S3_ENDPOINT")
+needs_s3 = pytest.mark.skipif(
+    not (S3_ENDPOINT and os.environ.get("DOSNA_S3_BUCKET")), reason="no S3 endpoint (DOSNA_S3_ENDPOINT unset)"
+)
+
+
+@pytest.fixture
+def s3_zarr():
+    """``(url, plain zarr store)`` of a fresh ``.zarr`` prefix in the test bucket, deleted after the test."""
+    obstore = pytest.importorskip("obstore")
+    from obstore.store import S3Store
+    from zarr.storage import ObjectStore
+
+    bucket = os.environ["DOSNA_S3_BUCKET"]
+    prefix = f"copy-{uuid.uuid4().hex[:12]}/v.zarr"
+    raw = S3Store(
+        bucket,
+        prefix=prefix,
+        endpoint=S3_ENDPOINT,
+        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+    )
+    yield f"s3://{bucket}/{prefix}?endpoint_url={S3_ENDPOINT}", raw, ObjectStore(raw, read_only=True)
+    keys = [m["path"] for batch in obstore.list(raw) for m in batch]
+    if keys:
+        obstore.delete(raw, keys)
+
+
+def s3_keys(raw):
+    import obstore
+
+    return sorted(m["path"] for batch in obstore.list(raw) for m in batch)
+
+
+@pytest.mark.s3
+@needs_s3
+def test_zarr_on_s3_round_trip_keeps_everything(tmp_path, s3_zarr):
+    url, raw, plain = s3_zarr
+    data = sample((40, 30))
+    con = hdf5_store(tmp_path)
+    ds = con.create_dataset(
+        "vol", data=data, chunks=(16, 16), fillvalue=np.nan, attrs={"units": "K"}, compression="gzip"
+    )
+    ds.dims = ("y", "x")
+    assert split_endpoint(f"{url}::g/vol") == ("zarr", url, "g/vol")
+    assert split_endpoint("s3://bucket/prefix")[0] == "dosna"
+
+    assert dn.copy(f"{con.backend.root}::vol", f"{url}::g/vol", progress=False) == f"{url}::g/vol"
+    z = zarr.open_array(store=plain, path="g/vol", mode="r")
+    assert z.dtype == data.dtype and z.chunks == (16, 16) and np.isnan(z.fill_value)
+    assert tuple(z.metadata.dimension_names) == ("y", "x") and z.attrs.asdict() == {"units": "K"}
+    assert [type(c).__name__ for c in z.compressors] == ["BloscCodec", "Crc32cCodec"]
+    np.testing.assert_array_equal(z[...], data)
+
+    ram = dn.Connection(f"copy-{uuid.uuid4().hex}", backend="ram").connect()
+    dn.copy(f"{url}::g/vol", ram, name="back", progress=False)
+    back = ram["back"]
+    assert back.dims == ("y", "x") and back.attrs["units"] == "K" and back.chunks == (16, 16)
+    assert back.compression == "gzip" and back.shuffle and back.checksum
+    np.testing.assert_array_equal(back[...], data)
+
+    with pytest.raises(DatasetExistsError):
+        dn.copy(np.ones((4, 4)), f"{url}::g/vol", progress=False)
+    dn.copy(np.ones((4, 4)), f"{url}::g/vol", overwrite=True, progress=False)
+    np.testing.assert_array_equal(zarr.open_array(store=plain, path="g/vol", mode="r")[...], 1)
+    assert s3_keys(raw) == ["g/vol/c/0/0", "g/vol/zarr.json"]  # nothing left of the old array
+
+
+@pytest.mark.s3
+@needs_s3
+def test_zarr_on_s3_target_is_invisible_until_complete(s3_zarr):
+    url, raw, _ = s3_zarr
+    seen = []
+
+    class Watched(BreaksAfter):
+        def read(self, region):
+            if self.reads == 3:  # chunks are being written: no array to be found yet
+                seen.append(s3_keys(raw))
+            return super().read(region)
+
+    with pytest.raises(OSError, match="read failed"):
+        dn.copy(Watched(sample((40, 40)), (10, 10)), url, threads=1, progress=False)
+    assert seen and seen[0] and "zarr.json" not in seen[0]  # chunks were there, the metadata not
+    assert s3_keys(raw) == []
+    ram = dn.Connection(f"copy-{uuid.uuid4().hex}", backend="ram").connect()
+    with pytest.raises(DatasetNotFoundError):
+        dn.copy(url, ram)
+    dn.copy(np.arange(6), url, progress=False)
+    dn.copy(url, ram, progress=False)  # named after the store, not its options
+    assert ram.datasets() == ["v"]

@@ -51,7 +51,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         description=(
             "Copy an array chunk by chunk, keeping dtype, fill value, attributes, dimension names "
             "and codec. SRC and DST are LOCATION::PATH: a dosna store and a dataset name "
-            "(/data/store::volume), a zarr store and an array path (out.zarr or out.zarr::a/b), "
+            "(/data/store::volume), a zarr store and an array path (out.zarr, out.zarr::a/b, or on S3 "
+            "s3://bucket/out.zarr?endpoint_url=http://host:7480::a/b), "
             "an HDF5 file and a dataset path (run.h5::/entry/data)."
         ),
     )

@@ -133,6 +133,8 @@ def copy(
 def _default_name(source: Source) -> str:
     desc = source.description.rstrip("/")
     tail = desc.rpartition("::")[2] if "::" in desc else desc
+    if "://" in tail:
+        tail = tail.partition("?")[0]  # a URL's options are not part of its name
     base = tail.replace("\\", "/").rstrip("/").rpartition("/")[2]
     for suffix in (".zarr", ".h5", ".hdf5"):
         base = base.removesuffix(suffix)

@@ -6,12 +6,15 @@ A copy endpoint is written ``LOCATION::PATH``:
 ``/data/store::volume``             dataset ``volume`` of a dosna store (any
                                     store URL ``dosna.open`` accepts)
 ``out.zarr`` / ``out.zarr::a/b``    a zarr array: the store's root, or ``a/b``
+``s3://bucket/run.zarr::a``         a zarr array in a store on S3 (options as a
+                                    query, as for dosna's ``s3://`` stores:
+                                    ``s3://b/run.zarr?endpoint_url=http://h:7480``)
 ``run.h5::/entry/data``             dataset ``/entry/data`` of an HDF5 file
 ==================================  ============================================
 
-A location ending in ``.zarr`` is zarr; one ending in ``.h5``, ``.hdf5``,
-``.hdf``, ``.he5``, ``.nc`` or ``.nc4``, or an existing file, is an HDF5 file;
-anything else is a dosna store. Each end describes its array as an
+A location ending in ``.zarr`` (before any ``?query``) is zarr; one ending in
+``.h5``, ``.hdf5``, ``.hdf``, ``.he5``, ``.nc`` or ``.nc4``, or an existing
+file, is an HDF5 file; anything else is a dosna store. Each end describes its array as an
 :class:`ArrayInfo` and maps codecs to and from dosna's :class:`CodecSpec`
 where the format has a counterpart.
 """
@@ -47,6 +50,7 @@ __all__ = [
     "DosnaTarget",
     "H5Source",
     "H5Target",
+    "ObjectZarrTarget",
     "Source",
     "Target",
     "ZarrSource",
@@ -97,7 +101,7 @@ def split_endpoint(text: str) -> tuple[str, str, str]:
     location, _, path = os.fspath(text).partition("::")
     if not location:
         raise ValueError(f"no location in {text!r}: write LOCATION or LOCATION::PATH")
-    bare = location.rstrip("/").lower()
+    bare = (location.partition("?")[0] if "://" in location else location).rstrip("/").lower()
     if bare.endswith(".zarr"):
         return "zarr", location, path.strip("/")
     if bare.endswith(_H5_SUFFIXES) or os.path.isfile(location):
@@ -233,9 +237,8 @@ def open_source(src: Any, **store_options: Any) -> Source:
     kind, location, path = split_endpoint(os.fspath(src))
     if kind == "zarr":
         zarr = _zarr()
-        store = _zarr_local(location, read_only=True) if "://" not in location else location
         try:
-            z = zarr.open_array(store=store, path=path or None, mode="r")
+            z = zarr.open_array(store=_zarr_store(location, read_only=True), path=path or None, mode="r")
         except FileNotFoundError as exc:
             raise DatasetNotFoundError(f"no zarr array at {src!r}") from exc
         return ZarrSource(z, os.fspath(src))
@@ -320,11 +323,6 @@ class ZarrTarget(Target):
     """A zarr v3 array in a local directory store, written beside its place and renamed into it."""
 
     def __init__(self, location: str, path: str) -> None:
-        if "://" in location:
-            raise ValueError(
-                f"zarr targets are local directories here, not {location!r}; "
-                "copy into a local .zarr and upload it, or pass a zarr array as the source"
-            )
         self.root = os.path.abspath(location)
         self.path = path
         self.final = os.path.join(self.root, *path.split("/")) if path else self.root
@@ -342,17 +340,7 @@ class ZarrTarget(Target):
 
         def create() -> None:
             os.makedirs(parent, exist_ok=True)
-            zarr.create_array(
-                store=_zarr_local(staging),
-                shape=info.shape,
-                chunks=info.chunks,
-                dtype=info.dtype,
-                fill_value=info.fillvalue,
-                compressors=_codec_to_zarr(info.codec, info.dtype),
-                attributes=without_dims(info.attrs),
-                dimension_names=info.dims,
-                zarr_format=3,
-            )
+            zarr.create_array(store=_zarr_local(staging), **_zarr_array_args(info))
 
         def commit() -> None:
             if overwrite and os.path.isdir(self.final):
@@ -361,18 +349,88 @@ class ZarrTarget(Target):
 
         try:
             engine.collective(create)
-            z = zarr.open_array(store=_zarr_local(staging), mode="r+")
-
-            def write(idx: ChunkIndex, block: np.ndarray) -> None:
-                z[geometry.chunk_region(idx)] = block
-
-            geometry = info.geometry()
-            loop(geometry, write)
+            _fill_zarr(zarr.open_array(store=_zarr_local(staging), mode="r+"), info, loop)
             engine.collective(commit)
         except BaseException:
             with contextlib.suppress(Exception):
                 engine.collective(lambda: shutil.rmtree(staging, ignore_errors=True))
             raise
+
+
+class ObjectZarrTarget(Target):
+    """A zarr v3 array in a store on S3, its ``zarr.json`` written only once every chunk is.
+
+    Object stores cannot rename, so the array is written in its place: chunks
+    first, then the metadata that makes it an array. Until then readers find no
+    array there, and a failed copy deletes the chunks it wrote. An array being
+    replaced (``overwrite``) is deleted before the copy starts.
+    """
+
+    def __init__(self, location: str, path: str) -> None:
+        self.store = _zarr_store(location)
+        self.path = path
+        self.prefix = f"{path}/" if path else ""
+        self.description = f"{location}::{path}" if path else location
+
+    def exists(self) -> bool:
+        return any(_object_exists(self.store, self._key(name)) for name in ("zarr.json", ".zarray"))
+
+    def write_all(self, info: ArrayInfo, engine: TaskEngine, loop: ChunkLoop, overwrite: bool) -> None:
+        zarr = _zarr()
+        from zarr.storage import MemoryStore, StorePath
+
+        # the metadata is made in memory; the array object writes its chunks to the store
+        staged: dict[str, Any] = {}
+        made = zarr.create_array(store=MemoryStore(staged), name=self.path or None, **_zarr_array_args(info))
+        metadata = staged[f"{self.prefix}zarr.json"].to_bytes()
+        z = zarr.Array(zarr.AsyncArray(made.metadata, StorePath(self.store, self.path)))
+        try:
+            if overwrite:
+                engine.collective(self._remove)
+            _fill_zarr(z, info, loop)
+            engine.collective(lambda: _obstore().put(self.store.store, self._key("zarr.json"), metadata))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                engine.collective(self._remove)
+            raise
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def _remove(self) -> None:
+        """Delete the array here: its metadata first (it stops being an array), then its chunks."""
+        obs = _obstore()
+        keys = _object_keys(self.store, self.path)
+        meta = [k for k in keys if k in (self._key("zarr.json"), self._key(".zarray"))]
+        if meta:
+            obs.delete(self.store.store, meta)
+        rest = [k for k in keys if k not in meta]
+        if rest:
+            obs.delete(self.store.store, rest)
+
+
+def _zarr_array_args(info: ArrayInfo) -> dict[str, Any]:
+    """``zarr.create_array`` keywords for an array described by ``info``."""
+    return {
+        "shape": info.shape,
+        "chunks": info.chunks,
+        "dtype": info.dtype,
+        "fill_value": info.fillvalue,
+        "compressors": _codec_to_zarr(info.codec, info.dtype),
+        "attributes": without_dims(info.attrs),
+        "dimension_names": info.dims,
+        "zarr_format": 3,
+    }
+
+
+def _fill_zarr(z: Any, info: ArrayInfo, loop: ChunkLoop) -> None:
+    """Run ``loop`` over the chunk grid of ``info``, writing each block into the open array ``z``."""
+    geometry = info.geometry()
+
+    def write(idx: ChunkIndex, block: np.ndarray) -> None:
+        z[geometry.chunk_region(idx)] = block
+
+    loop(geometry, write)
 
 
 class H5Target(Target):
@@ -449,7 +507,7 @@ def open_target(dst: Any, name: str | None, default_name: str, **store_options: 
     if name is not None:
         raise TypeError("name= is for a Connection target; put the name in the endpoint (LOCATION::NAME)")
     if kind == "zarr":
-        return ZarrTarget(location, path)
+        return ObjectZarrTarget(location, path) if "://" in location else ZarrTarget(location, path)
     if kind == "h5":
         return H5Target(location, path)
     con, owned = open_store(location, "a", **store_options)
@@ -607,6 +665,69 @@ def _zarr_local(path: str, read_only: bool = False) -> Any:
     from zarr.storage import LocalStore
 
     return LocalStore(path, read_only=read_only)
+
+
+def _zarr_store(location: str, read_only: bool = False) -> Any:
+    """The zarr store at ``location``: a local directory, or ``s3://bucket/prefix.zarr[?options]``.
+
+    Other URLs are left to zarr (and fsspec) to open, for reading only.
+
+    The S3 options are those of dosna's s3 backend that S3 clients share
+    (``endpoint_url``, ``region_name``, ``addressing_style``, ``verify``);
+    credentials come from the environment (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``) as they do for the backend.
+    """
+    if "://" not in location:
+        return _zarr_local(location, read_only)
+    from ..urls import parse_url, scheme_of
+
+    if scheme_of(location) != "s3":
+        if read_only:
+            return location  # another URL: zarr opens it itself, through fsspec
+        raise ValueError(f"zarr targets are local directories or s3:// URLs, not {location!r}")
+    where = parse_url(location)
+    _obstore()
+    from obstore.store import S3Store
+    from zarr.storage import ObjectStore
+
+    options = where.options
+    endpoint = options.get("endpoint_url")
+    client: Any = {}  # obstore's ClientConfig, a TypedDict
+    if endpoint and endpoint.startswith("http://"):
+        client["allow_http"] = True
+    if options.get("verify") is False:
+        client["allow_invalid_certificates"] = True
+    extra: dict[str, Any] = {"endpoint": endpoint} if endpoint else {}
+    store = S3Store(
+        where.name,
+        prefix=options.get("prefix") or None,
+        region=options.get("region_name") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        virtual_hosted_style_request=options.get("addressing_style", "path") == "virtual",
+        client_options=client or None,
+        **extra,
+    )
+    return ObjectStore(store, read_only=read_only)
+
+
+def _obstore() -> Any:
+    try:
+        import obstore
+    except ImportError as exc:
+        raise BackendUnavailableError("zarr stores on S3 need obstore: pip install 'dosna[xarray]'") from exc
+    return obstore
+
+
+def _object_keys(store: Any, prefix: str) -> list[str]:
+    """The keys below ``prefix`` (every key for ``""``) in the object store behind the zarr store."""
+    return [meta["path"] for batch in _obstore().list(store.store, prefix=prefix or None) for meta in batch]
+
+
+def _object_exists(store: Any, key: str) -> bool:
+    try:
+        _obstore().head(store.store, key)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _h5py() -> Any:
