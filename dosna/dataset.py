@@ -301,14 +301,7 @@ class Dataset:
         target = dest if dest_sel is None else dest[dest_sel]
         if not isinstance(target, np.ndarray) or (target.size and not np.shares_memory(target, dest)):
             raise TypeError("dest_sel must select a view of dest (slices and integers), not a copy")
-        key = Ellipsis if source_sel is None else source_sel
-        if target.dtype != self.dtype:
-            values = self[key]
-            if np.shape(values) != target.shape:
-                raise ValueError(f"the selection is {np.shape(values)}, dest[dest_sel] is {target.shape}")
-            target[...] = values
-            return
-        arrays.read(self.engine, self._io(), key, out=target)
+        arrays.read(self.engine, self._io(), Ellipsis if source_sel is None else source_sel, out=target)
 
     @property
     def oindex(self) -> Indexer:

@@ -20,6 +20,7 @@ numbers belong to the store that gave them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -32,7 +33,7 @@ import numpy as np
 from .errors import InvalidOptionError, ModelFileError
 from .extras import require
 from .metadata import validate_dtype
-from .tensors import LOGICAL_DTYPES, ModelStore, export_npz, validate_model_name
+from .tensors import LOGICAL_DTYPES, ModelStore, export_npz, logical_dtypes, to_torch, validate_model_name
 
 __all__ = ["FILE_FORMATS", "export_model", "file_format", "import_model", "read_tensor_file"]
 
@@ -81,7 +82,7 @@ def export_model(
     """
     fmt = file_format(path, format)
     manifest, arrays = store.load_stored(model, version)
-    logical = {e["name"]: e["logical_dtype"] for e in manifest["tensors"] if "logical_dtype" in e}
+    logical = logical_dtypes(manifest)
     doc = _document(manifest)
     path = os.fspath(path)
     if fmt == "npz":
@@ -109,11 +110,7 @@ def _write_safetensors(
             require("torch", "torch", "exporting bfloat16 tensors to safetensors")
             from safetensors.torch import save_file as save_torch
 
-            from .tensors import _to_torch
-
-            save_torch(
-                {n: _to_torch(a, logical.get(n)).contiguous() for n, a in arrays.items()}, temporary, metadata
-            )
+            save_torch({n: to_torch(a, logical.get(n)).contiguous() for n, a in arrays.items()}, temporary, metadata)
         else:
             from safetensors.numpy import save_file
 
@@ -135,11 +132,26 @@ def read_tensor_file(
     """
     fmt = file_format(path, format)
     path = os.fspath(path)
+    return _parse_tensor_file(path, fmt, _file_bytes(path, fmt))
+
+
+def _file_bytes(path: str, fmt: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ModelFileError(f"{path!r} is not a valid {fmt} file of tensors: {exc}") from exc
+
+
+def _parse_tensor_file(
+    path: str, fmt: str, data: bytes
+) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any] | None]:
+    """:func:`read_tensor_file` of the bytes ``data`` read from ``path``."""
     try:
         if fmt == "npz":
-            arrays, logical, doc = _read_npz(path)
+            arrays, logical, doc = _read_npz(path, data)
         else:
-            arrays, logical, doc = _read_safetensors(path)
+            arrays, logical, doc = _read_safetensors(path, data)
     except ModelFileError:
         raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
@@ -156,8 +168,8 @@ def read_tensor_file(
     return arrays, logical, doc
 
 
-def _read_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any] | None]:
-    with np.load(path, allow_pickle=False) as npz:
+def _read_npz(path: str, data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any] | None]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise ModelFileError(f"{path!r} is a single .npy array, not an npz archive of named tensors")
         names = npz.files
@@ -188,12 +200,12 @@ def _read_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, str], dict[st
     return arrays, logical, doc
 
 
-def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any] | None]:
+def _read_safetensors(
+    path: str, data: bytes
+) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any] | None]:
     require("safetensors", "safetensors", "safetensors import")
     import safetensors
 
-    with open(path, "rb") as f:
-        data = f.read()
     if len(data) < 8:
         raise ModelFileError(f"{path!r} is not a safetensors file: {len(data)} bytes")
     header_len = int.from_bytes(data[:8], "little")
@@ -249,15 +261,13 @@ def import_model(
     """
     fmt = file_format(path, format)
     validate_model_name(name)
-    arrays, logical, doc = read_tensor_file(path, fmt)
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    path = os.fspath(path)
+    data = _file_bytes(path, fmt)  # read once: parsed and digested
+    arrays, logical, doc = _parse_tensor_file(path, fmt, data)
     origin: dict[str, Any] = {
-        "path": os.path.abspath(os.fspath(path)),
+        "path": os.path.abspath(path),
         "format": fmt,
-        "digest": "blake2b-128:" + digest.hexdigest(),
+        "digest": "blake2b-128:" + hashlib.blake2b(data, digest_size=16).hexdigest(),
     }
     lineage: dict[str, Any] = {}
     metrics: dict[str, Any] = {}

@@ -93,7 +93,9 @@ __all__ = [
     "ModelStore",
     "dataset_fingerprint",
     "export_npz",
+    "logical_dtypes",
     "stored_tensors",
+    "to_torch",
     "to_numpy_tensors",
     "validate_manifest",
     "validate_model_name",
@@ -380,7 +382,9 @@ def stored_tensors(
         if _is_tensor(value):
             value = value.detach().cpu()  # the store moves tensors to the CPU
             if bfloat16 and str(value.dtype) == "torch.bfloat16":
-                value = as_numpy(value.contiguous().view(_torch_int16())).view(np.uint16)
+                import torch  # loaded already: value is one of its tensors
+
+                value = as_numpy(value.contiguous().view(torch.int16)).view(np.uint16)
                 logical[name] = "bfloat16"
             else:
                 try:
@@ -401,13 +405,12 @@ def stored_tensors(
     return out, logical
 
 
-def _torch_int16() -> Any:
-    import torch
+def logical_dtypes(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """Tensor name → logical dtype, for the tensors of a version's manifest stored as bit patterns."""
+    return {e["name"]: e["logical_dtype"] for e in manifest["tensors"] if "logical_dtype" in e}
 
-    return torch.int16
 
-
-def _to_torch(array: np.ndarray, logical: str | None) -> Any:
+def to_torch(array: np.ndarray, logical: str | None) -> Any:
     """A stored array as a torch tensor of its own dtype (a copy: tensors are writable)."""
     import torch
 
@@ -856,10 +859,11 @@ class ModelStore:
         if format == "torch":
             require("torch", "torch", "ModelStore.load(format='torch')")
         manifest, arrays = self.load_stored(model, version)
-        logical = {e["name"]: e["logical_dtype"] for e in manifest["tensors"] if "logical_dtype" in e}
+        logical = logical_dtypes(manifest)
         if format == "torch":
-            return {name: _to_torch(a, logical.get(name)) for name, a in arrays.items()}
-        for name, dtype in logical.items():
+            return {name: to_torch(a, logical.get(name)) for name, a in arrays.items()}
+        if logical:
+            name, dtype = next(iter(logical.items()))
             raise TypeError(
                 f"tensor {name!r} of model {model!r} is {dtype}, which NumPy has no dtype for: "
                 "load it with format='torch'"

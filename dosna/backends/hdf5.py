@@ -135,14 +135,20 @@ def _parse_userblock(ub: Any, kind: int) -> tuple[int, int, memoryview]:
     view = memoryview(ub)
     if len(view) < _UB_HEAD.size:
         raise CodecError("the file is too short for its user block")
-    magic, crc, stored_kind, length, payload_crc = _UB_HEAD.unpack_from(view)
+    head = _UB_HEAD.unpack_from(view)
+    _check_userblock_head(head, view, kind)
+    return head[3], head[4], view[_UB_HEAD.size :]
+
+
+def _check_userblock_head(head: tuple, ub: Any, kind: int) -> None:
+    """Check the magic, the user block's own crc and its kind (``head``: what :data:`_UB_HEAD` unpacked)."""
+    magic, crc, stored_kind = head[:3]
     if magic != _UB_MAGIC:
         raise CodecError("no dosna user block with checksums")
-    if crc != crc32c(view[12:]):
+    if crc != crc32c(memoryview(ub)[12:]):
         raise CodecError("checksum mismatch in the user block")
     if stored_kind != kind:
         raise CodecError(f"user block of kind {stored_kind}, expected {kind}")
-    return length, payload_crc, view[_UB_HEAD.size :]
 
 
 def _filters(dcpl: Any, spec: CodecSpec, dtype: np.dtype) -> None:
@@ -251,11 +257,8 @@ def _raw_crcs(meta: DatasetMeta, nbytes: int, ub: Any) -> tuple[int, ...]:
         values = _raw_userblock_struct(nbytes, meta.codec.checksum_block).unpack_from(ub)
     except struct.error:
         raise CodecError("no dosna user block with checksums") from None
-    if values[0] != _UB_MAGIC:
-        raise CodecError("no dosna user block with checksums")
-    if values[1] != crc32c(memoryview(ub)[12:]):
-        raise CodecError("checksum mismatch in the user block")
-    if values[2:5] != (_KIND_RAW, nbytes, 0):
+    _check_userblock_head(values, ub, _KIND_RAW)
+    if values[3] != nbytes:
         raise CodecError("the user block does not describe this chunk")
     return values[5:]
 

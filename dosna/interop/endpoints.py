@@ -34,6 +34,7 @@ import numpy as np
 
 from ..dataset import Dataset
 from ..errors import BackendUnavailableError, DatasetNotFoundError
+from ..extras import require
 from ..io import arrays
 from ..io.chunks import ChunkIO
 from ..io.codecs import CodecSpec
@@ -710,10 +711,9 @@ def _zarr_store(location: str, read_only: bool = False) -> Any:
 
 
 def _obstore() -> Any:
-    try:
-        import obstore
-    except ImportError as exc:
-        raise BackendUnavailableError("zarr stores on S3 need obstore: pip install 'dosna[xarray]'") from exc
+    require("obstore", "xarray", "a zarr store on S3")
+    import obstore
+
     return obstore
 
 

@@ -70,26 +70,37 @@ def read(
 ) -> Any:
     """``array[key]`` with NumPy's indexing, or ``oindex``/``vindex`` (``mode``, see :func:`~dosna.indexing.plan`).
 
-    With ``out`` (an array of the dataset's dtype and the selection's shape) the
-    values are read into it, in place where its layout allows, and ``out`` is returned.
+    With ``out`` (an array of the selection's shape) the values are read into
+    it, in place where its dtype and layout allow (else through one copy,
+    converted as NumPy's ``astype``), and ``out`` is returned.
     """
     meta = chunks.meta
     sel = plan(key, meta.shape, meta.chunk_size, mode)
-    if out is not None:
-        if out.shape != sel.numpy_shape or out.dtype != meta.dtype:
-            raise ValueError(
-                f"the selection is {sel.numpy_shape} of {meta.dtype}; out is {out.shape} of {out.dtype}"
-            )
-        try:
-            target = sel.from_numpy(out, copy=False)
-        except ValueError:  # a layout the chunks cannot be written into without a copy
-            np.copyto(out, read(engine, chunks, key, mode))
-            return out
+    if out is None:
+        return _read_new(engine, chunks, sel)
+    if out.shape != sel.numpy_shape:
+        raise ValueError(f"the selection is {sel.numpy_shape}, out is {out.shape}")
+    target = _canonical_view(sel, out) if out.dtype == meta.dtype else None
+    if target is None:  # another dtype, or a layout the chunks cannot be written into
+        out[...] = _read_new(engine, chunks, sel)
+    else:
         _gather(engine, chunks, sel, target)
-        return out
-    result = np.empty(sel.shape, meta.dtype)
+    return out
+
+
+def _read_new(engine: TaskEngine, chunks: ChunkIO, sel: Selection) -> Any:
+    """Selection ``sel`` as a new array (a scalar for an element), as NumPy returns it."""
+    result = np.empty(sel.shape, chunks.meta.dtype)
     _gather(engine, chunks, sel, result)
     return sel.to_numpy(result)
+
+
+def _canonical_view(sel: Selection, out: np.ndarray) -> np.ndarray | None:
+    """``out`` seen in ``sel``'s canonical layout without a copy, or None where that needs one."""
+    try:
+        return sel.from_numpy(out, copy=False)
+    except ValueError:
+        return None
 
 
 def _gather(engine: TaskEngine, chunks: ChunkIO, sel: Selection, out: np.ndarray) -> None:
