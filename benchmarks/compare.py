@@ -20,10 +20,14 @@ system's write and full read is also shown as a share of both.
 When the dev Ceph cluster runs (``eval "$(scripts/ceph-dev.sh env)"``), dosna's
 ceph and s3 backends join, next to zarr on the same radosgw (obstore client).
 
-Systems are interleaved (A B C, A B C, ...) and every figure is the best and the
-median of ``--repeat`` rounds, because this kind of machine is noisy. Ratios are
-dosna / peer on best times. ``--quick`` uses small sizes (used by the test run so
-that this script keeps working; its figures mean nothing).
+Systems are interleaved, in turn forwards and backwards (A B C, C B A, A B C, ...),
+so that no system always follows the same one. Between two systems the memory
+freed is handed back to the operating system and pending file writes are flushed
+(``os.sync``, untimed, also between a system's write and its reads): each starts
+from the same state of the allocator and the disk. Every figure is the best and
+the median of ``--repeat`` rounds, because this kind of machine is noisy. Ratios
+are dosna / peer on best times. ``--quick`` uses small sizes (used by the test run
+so that this script keeps working; its figures mean nothing).
 
 Usage::
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -386,6 +391,7 @@ def run_ops(system: System, wl: Workload, rng_seed: int) -> dict[str, tuple[floa
     system.create(wl)
     try:
         out["write"] = (timed(lambda: system.write(wl.data)), nbytes)
+        os.sync()  # (untimed) the reads that follow do not compete with the write-back of this write
         if wl.compressible:
             out["ratio"] = (1.0, nbytes / system.stored_bytes())
         box: list[np.ndarray] = []
@@ -414,7 +420,18 @@ def run_ops(system: System, wl: Workload, rng_seed: int) -> dict[str, tuple[floa
             out["rows"] = (timed(lambda: [system.read(k) for k in keys]), amount)
     finally:
         system.close()
+        release_freed_memory()
     return out
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and give the heap's free memory back to the system (glibc's
+    ``malloc_trim``), so that the next system does not inherit pages faulted in by
+    this one: otherwise whichever system runs second is measured on warm memory."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    os.sync()  # and the files it deleted are gone from the disk's queue
 
 
 #: the physical limits every in-memory and file system is shown against (write and full read)
@@ -467,7 +484,8 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 wl.data = np.random.default_rng(0).standard_normal(wl.shape, dtype="f4")
             for rnd in range(args.repeat):
-                for system in [s for s in systems if wl.name in s.workloads]:
+                in_turn = [s for s in systems if wl.name in s.workloads]
+                for system in in_turn if rnd % 2 == 0 else in_turn[::-1]:
                     print(
                         f"{wl.name} round {rnd + 1}/{args.repeat}: {system.name}", file=sys.stderr, flush=True
                     )

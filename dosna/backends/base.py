@@ -220,7 +220,7 @@ class Backend(ABC):
         return self.read_chunk(meta, idx)
 
     def read_chunk_into(self, meta: DatasetMeta, idx: tuple[int, ...], out: np.ndarray) -> bool:
-        """Read the whole chunk ``idx`` into ``out`` (C-contiguous, chunk shape); False if missing."""
+        """Read the whole chunk ``idx`` into ``out`` (its stored shape, any strides); False if missing."""
         data = self.read_chunk(meta, idx)
         if data is None:
             return False

@@ -283,25 +283,29 @@ def _write_all(fd: int, buffers: list) -> None:
 class _Verified:
     """The block checksums of a mapped chunk and which blocks were already checked."""
 
-    def __init__(self, crcs: tuple[int, ...], frames: Framing) -> None:
+    def __init__(self, crcs: tuple[int, ...], frames: Framing, array: np.ndarray) -> None:
         self.crcs = crcs
-        self.frames = frames
-        self.done = np.zeros(len(crcs), dtype=bool)
-        self.complete = False  # every block checked: reads skip the bookkeeping
+        self.block = frames.block
+        self.raw = array.data.cast("B")  # the mapped bytes, sliced per block without NumPy
+        self.done = bytearray(len(crcs))
+        self.pending = len(crcs)
 
-    def check(self, array: np.ndarray, offset: int, length: int) -> None:
+    @property
+    def complete(self) -> bool:
+        """Every block checked: reads skip the bookkeeping."""
+        return not self.pending
+
+    def check(self, offset: int, length: int) -> None:
         """Verify the blocks holding bytes ``[offset, offset + length)``; CodecError if one is damaged."""
-        block = self.frames.block
-        first, last = offset // block, (offset + length - 1) // block
-        if length <= 0 or self.done[first : last + 1].all():
+        if length <= 0 or not self.pending:
             return
-        raw = array.reshape(-1).view(np.uint8)
-        for i in range(first, last + 1):
-            if not self.done[i]:
+        block, done, raw = self.block, self.done, self.raw
+        for i in range(offset // block, (offset + length - 1) // block + 1):
+            if not done[i]:
                 if crc32c(raw[i * block : (i + 1) * block]) != self.crcs[i]:
                     raise CodecError(f"checksum mismatch in block {i}")
-                self.done[i] = True
-        self.complete = bool(self.done.all())
+                done[i] = 1
+                self.pending -= 1
 
 
 class _MappedChunks:
@@ -648,7 +652,9 @@ class Hdf5Backend(Backend):
         return out if self.read_chunk_into(meta, idx, out) else None
 
     def read_chunk_into(self, meta: DatasetMeta, idx: tuple[int, ...], out: np.ndarray) -> bool:
-        """Read a whole chunk with one ``readv`` straight into ``out``."""
+        """Read a whole chunk with one ``readv`` straight into ``out`` (when C-contiguous)."""
+        if not out.flags.c_contiguous:
+            return super().read_chunk_into(meta, idx, out)
         opened = self._open_chunk(meta, idx)
         if opened is None:
             return False
@@ -662,7 +668,7 @@ class Hdf5Backend(Backend):
             ub_size = _raw_userblock_size(meta, out.nbytes)
             if size == ub_size + offset + out.nbytes + len(trailer):
                 ub, head, tail = bytearray(ub_size), bytearray(len(header)), bytearray(len(trailer))
-                got = os.readv(fd, [ub, head, out.reshape(-1).view(np.uint8).data, tail])
+                got = os.readv(fd, [ub, head, out.data, tail])
                 if got == size and head == header:
                     if not meta.codec.checksum:
                         return True
@@ -670,11 +676,10 @@ class Hdf5Backend(Backend):
                         crcs = _raw_crcs(meta, out.nbytes, ub)
                         if tail != trailer:
                             raise CodecError("the HDF5 trailer differs from dosna's")
-                        data = out.reshape(-1).view(np.uint8)
                         if (
-                            crc32c(data) != crcs[0]
+                            crc32c(out) != crcs[0]
                             if len(crcs) == 1
-                            else framing(meta).first_bad_block(data, crcs) is not None
+                            else framing(meta).first_bad_block(out, crcs) is not None
                         ):
                             raise CodecError("checksum mismatch in the chunk data")
                     except CodecError as exc:
@@ -744,7 +749,7 @@ class Hdf5Backend(Backend):
         length: int,
     ) -> None:
         try:
-            verified.check(array, offset, length)
+            verified.check(offset, length)
         except CodecError as exc:
             raise self._corrupt(meta, idx, self.chunk_location(meta, idx), str(exc)) from None
 
@@ -786,7 +791,7 @@ class Hdf5Backend(Backend):
         if os.pread(fd, len(header), ub_size) == header:
             if size != expected:
                 raise self._corrupt(meta, idx, path, f"{size} bytes, expected {expected}")
-            verified = None
+            crcs: tuple[int, ...] = ()
             if meta.codec.checksum:
                 try:
                     crcs = _raw_crcs(meta, nbytes, ub)
@@ -794,8 +799,8 @@ class Hdf5Backend(Backend):
                         raise CodecError("the HDF5 trailer differs from dosna's")
                 except CodecError as exc:
                     raise self._corrupt(meta, idx, path, str(exc)) from None
-                verified = _Verified(crcs, framing(meta))
-            return self._map(fd, ub_size + offset, meta.dtype, shape), True, verified
+            array = self._map(fd, ub_size + offset, meta.dtype, shape)
+            return array, True, _Verified(crcs, framing(meta), array) if meta.codec.checksum else None
         if meta.codec.checksum:
             raise self._corrupt(meta, idx, path, "not a dosna chunk file with checksums (damaged header)")
         log.debug("%s is not in dosna's raw layout: reading it with h5py", path)

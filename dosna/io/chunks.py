@@ -31,7 +31,8 @@ __all__ = ["DIRECT_READ_BYTES", "ChunkIO", "chunk_lock"]
 
 ChunkIndex = tuple[int, ...]
 
-#: Chunk parts at least this large are read straight into the caller's buffer.
+#: Whole chunks at least this large are read straight into the caller's buffer
+#: (whatever its strides), without a buffer of their own.
 DIRECT_READ_BYTES = 1 << 16
 
 # Chunk locks are striped: a fixed set shared by hashing, so memory stays bounded
@@ -118,7 +119,7 @@ class ChunkIO:
         idx, chunk_sel, out_sel = part
         target = out[out_sel]
         meta = self.meta
-        if target.nbytes >= DIRECT_READ_BYTES and target.flags.c_contiguous:
+        if target.nbytes >= DIRECT_READ_BYTES:
             shape = meta.chunk_shape(idx)
             if shape == meta.stored_shape(idx) and covers_chunk(chunk_sel, shape):
                 if not self.backend.read_chunk_into(meta, idx, target.reshape(shape)):
