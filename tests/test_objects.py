@@ -64,3 +64,35 @@ def test_byte_span_is_the_ranged_read(case):
             continue
         ranged = RangedRead(meta, idx, chunk_sel)
         assert byte_span(stored, meta.dtype.itemsize, chunk_sel) == (ranged.offset, ranged.length)
+
+
+@pytest.mark.parametrize("checksum", [False, True])
+def test_partial_reads_cut_from_the_object_agree_and_see_damage(checksum):
+    """Selections read straight from a stored object (ranged, and whole-object when most of the
+    chunk is selected) equal NumPy's; with checksums a flipped bit in the blocks they touch is
+    ChunkCorruptError, and reads of other blocks still succeed."""
+    backend = RamBackend("objects-strided")
+    codec = CodecSpec.create(checksum=checksum)
+    meta = DatasetMeta.create("x", (64, 64, 64), "f4", None, (64, 64, 64), codec=codec)
+    chunk = random_array((64, 64, 64), "f4", 2)
+    backend.write_chunk(meta, (0, 0, 0), chunk)
+    keys = [
+        (5, 7, slice(None)),  # a row: one block
+        (slice(3, 9), slice(10, 20), slice(1, 60, 3)),  # several blocks, ranged
+        (slice(0, 60), slice(2, 62), 5),  # most of the chunk: the whole object
+        (np.array([1, 40, 2]), slice(None), np.array([0, 63, 1])),
+    ]
+    for key in keys:
+        np.testing.assert_array_equal(backend.read_chunk_part(meta, (0, 0, 0), key), chunk[key])
+    if not checksum:
+        return
+    stored = bytearray(backend._chunks(meta)[(0, 0, 0)])
+    plane = 6  # one block per plane of 64 x 64 float32
+    stored[plane * (16384 + 4) + 100] ^= 0x01
+    backend.store(meta, (0, 0, 0), bytes(stored))
+    for key in [(plane, 7, slice(None)), (slice(3, 9), slice(10, 20), slice(1, 60, 3)), keys[2]]:
+        with pytest.raises(ChunkCorruptError, match=f"block {plane}"):
+            backend.read_chunk_part(meta, (0, 0, 0), key)
+    np.testing.assert_array_equal(
+        backend.read_chunk_part(meta, (0, 0, 0), (40, 7, slice(None))), chunk[40, 7]
+    )

@@ -12,6 +12,7 @@ read that verifies only the blocks it fetches.
 from __future__ import annotations
 
 import functools
+import math
 from abc import abstractmethod
 from typing import Any
 
@@ -78,9 +79,17 @@ class RangedRead:
         self.full = strides[0] * shape[0] if shape else itemsize
         self.box, self.strides, self.sel, self.dtype = tuple(box), strides, tuple(shifted), meta.dtype
 
-    def cut(self, raw: bytes | bytearray | memoryview | np.ndarray, skip: int = 0) -> np.ndarray:
-        """The selection from the bytes of the range, which start ``skip`` bytes into ``raw``."""
-        view = np.ndarray(self.box, dtype=self.dtype, buffer=raw, offset=skip, strides=self.strides)
+    def cut(
+        self,
+        raw: bytes | bytearray | memoryview | np.ndarray,
+        skip: int = 0,
+        strides: tuple[int, ...] | None = None,
+    ) -> np.ndarray:
+        """The selection from the bytes of the range, which start ``skip`` bytes into ``raw``
+        (laid out with ``strides``; by default the chunk's C strides)."""
+        view = np.ndarray(
+            self.box, dtype=self.dtype, buffer=raw, offset=skip, strides=strides or self.strides
+        )
         return read_selection(view, self.sel)
 
 
@@ -166,15 +175,34 @@ class EncodedObjectBackend(Backend):
         return True
 
     def read_chunk_part(self, meta: DatasetMeta, idx: tuple[int, ...], sel: ChunkSel) -> np.ndarray | None:
-        ranged = ranged_read(meta, idx, sel, self.hints.ranged_read_fraction)
-        if ranged is None:
-            data = self.read_chunk(meta, idx)
-            return None if data is None else read_selection(data, sel)
+        """The selection, cut straight from the fetched (and verified) bytes where the chunk's
+        elements lie in its object at fixed strides; else from a decoded copy."""
         frames = framing(meta)
-        raw = self.fetch(meta, idx, frames.stored_range(ranged.offset, ranged.length))
-        if raw is None:
-            return None
+        shape = meta.stored_shape(idx)
+        strides = frames.object_strides(shape)
+        ranged = ranged_read(meta, idx, sel, self.hints.ranged_read_fraction)
         try:
+            if ranged is None:
+                if strides is None:
+                    data = self.read_chunk(meta, idx)
+                    return None if data is None else read_selection(data, sel)
+                nbytes = meta.dtype.itemsize * math.prod(shape)
+                raw = self.fetch(meta, idx, (0, frames.max_stored_size(nbytes) + 1))
+                if raw is None:
+                    return None
+                if len(raw) != frames.stored_size(nbytes):
+                    raise CodecError(f"{len(raw)} bytes, expected {frames.stored_size(nbytes)}")
+                whole = frames.verify_range(raw, 0, nbytes)
+                return read_selection(np.ndarray(shape, meta.dtype, whole, 0, strides), sel)
+            raw = self.fetch(meta, idx, frames.stored_range(ranged.offset, ranged.length))
+            if raw is None:
+                return None
+            if strides is not None:
+                return ranged.cut(
+                    frames.verify_range(raw, ranged.offset, ranged.length),
+                    ranged.offset % frames.block if meta.codec.checksum else 0,
+                    strides,
+                )
             return ranged.cut(*frames.unframe_range(raw, ranged.offset, ranged.length))
         except CodecError as exc:
             raise self._corrupt(meta, idx, str(exc)) from None

@@ -353,6 +353,24 @@ def _intact_crc(block: int, full: int, tail: int) -> int:
 
 
 @functools.lru_cache(maxsize=256)
+def _object_strides(shape: tuple[int, ...], itemsize: int, block: int) -> tuple[int, ...] | None:
+    """See :meth:`Framing.object_strides` (``block`` 0: no checksums)."""
+    strides = []
+    inner = itemsize
+    for n in reversed(shape):
+        strides.append(inner)
+        inner *= n
+    strides.reverse()
+    if not block or inner <= block:
+        return tuple(strides)
+    step = block + _CRC.size
+    for axis in range(len(shape)):
+        if strides[axis] == block:  # one index of ``axis`` per block
+            return (*(s // block * step for s in strides[:axis]), step, *strides[axis + 1 :])
+    return None
+
+
+@functools.lru_cache(maxsize=256)
 def _rows_in_blocks(
     shape: tuple[int, ...], itemsize: int, block: int
 ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -416,6 +434,44 @@ class Framing:
         start = first * (self.block + _CRC.size)
         stop = (last + 1) * (self.block + _CRC.size)
         return start, stop - start
+
+    def object_strides(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The strides (bytes) at which an uncompressed chunk of ``shape`` lies in its object.
+
+        Without checksums, or in a single block, they are C strides; with
+        checksums too when each block holds exactly one index of some axis (a
+        64^3 float32 chunk in blocks of 16 KiB: one block per plane), the
+        checksums only widen the strides of the outer axes. None otherwise
+        (compressed, or blocks that split or join indices): then the data must
+        be copied out of the object.
+        """
+        if self.compressor is not None:
+            return None
+        return _object_strides(shape, self.dtype.itemsize, self.block if self.spec.checksum else 0)
+
+    def verify_range(self, stored: Any, offset: int, length: int) -> memoryview:
+        """Check the object range :meth:`stored_range` gave for the raw bytes ``[offset, offset + length)``.
+
+        Returns the range as bytes; CodecError if it is damaged or of the wrong size.
+        """
+        view = memoryview(stored).cast("B")
+        if not self.spec.checksum:
+            if len(view) != length:
+                raise CodecError(f"range of {len(view)} bytes, expected {length}")
+            return view
+        block, step = self.block, self.block + _CRC.size
+        if len(view) <= step and offset % block + length + _CRC.size <= len(view):  # one block: a row
+            if self._crc(view) != _CRC_RESIDUE:
+                raise CodecError(f"checksum mismatch in block {offset // block}")
+            return view
+        whole, rest = divmod(len(view), step)
+        if 0 < rest <= _CRC.size:
+            raise CodecError(f"{len(view)} stored bytes end inside a checksum")
+        nbytes = whole * block + max(rest - _CRC.size, 0)
+        if nbytes < offset % block + length:
+            raise CodecError(f"range of {len(view)} bytes, expected {self.stored_range(offset, length)[1]}")
+        self._verify_blocks(view, nbytes, offset // block)
+        return view
 
     # -- encoding --------------------------------------------------------------------
     def frame(self, data: np.ndarray) -> Encoded:
